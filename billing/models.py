@@ -1,0 +1,1 @@
+"""Billing tables (none yet: billing by tokens arrives with the billing issue)."""

@@ -1,0 +1,1 @@
+"""LoRA adapters ("deployments") owned by tenants and served by the shared engine."""

@@ -1,0 +1,48 @@
+"""Admin API request and response bodies (never the ORM tables themselves)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+
+
+class TenantCreate(msgspec.Struct, forbid_unknown_fields=True):
+    name: str = msgspec.field()
+
+
+class TenantPublic(msgspec.Struct):
+    id: str
+    name: str
+    created_at: datetime
+
+
+class KeyCreate(msgspec.Struct, forbid_unknown_fields=True):
+    name: str = ""
+
+
+class KeyCreated(msgspec.Struct):
+    id: str
+    tenant_id: str
+    name: str
+    prefix: str
+    created_at: datetime
+    key: str  # shown exactly once
+
+
+class AdapterRegister(msgspec.Struct, forbid_unknown_fields=True):
+    """Register an adapter folder that is already on the gateway's disk (seeding; tenants upload instead)."""
+
+    name: str
+    path: str
+
+
+class AdapterPublic(msgspec.Struct):
+    id: str
+    tenant_id: str
+    name: str
+    base_model: str
+    status: str
+    status_reason: str | None
+    rank: int
+    created_at: datetime

@@ -1,0 +1,108 @@
+"""create_app(settings) -> Litestar. Nothing is created at import time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from litestar import Litestar, Request
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from gateway import db
+from gateway.adapters import service as adapters
+from gateway.admin.routes import AdminController
+from gateway.auth.service import Caller, authenticate
+from gateway.engine.client import EngineClient
+from gateway.errors import EXCEPTION_HANDLERS, EngineError
+from gateway.health.routes import healthz, readyz
+from gateway.proxy.routes import OpenAIController
+from gateway.proxy.service import ProxyService
+from gateway.settings import Settings
+from gateway.usage.writer import UsageWriter
+
+log = logging.getLogger(__name__)
+
+
+async def _reconcile_engine(engine: EngineClient, db_engine: AsyncEngine) -> None:
+    """Learn what the engine serves and give it back every deployed adapter; retry until it answers."""
+    delay = 1.0
+    while True:
+        try:
+            info = await engine.info()
+            count = await adapters.reload_all(db_engine, engine)
+        except (EngineError, OSError) as exc:
+            log.info("engine not ready yet (%s); retrying in %.0fs", getattr(exc, "message", exc), delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+            continue
+        log.info("engine serves %s; %d adapters loaded", info.base_model, count)
+        return
+
+
+def _lifespan(settings: Settings) -> Any:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        db_engine = db.create_engine(settings.database)
+        engine = EngineClient(settings.engine)
+        writer = UsageWriter(db_engine)
+        writer.start()
+        reconcile = asyncio.create_task(_reconcile_engine(engine, db_engine), name="engine-reconcile")
+        app.state.update(
+            db_engine=db_engine,
+            sessions=db.session_factory(db_engine),
+            engine=engine,
+            writer=writer,
+            proxy=ProxyService(db_engine, engine, writer),
+        )
+        try:
+            yield
+        finally:
+            reconcile.cancel()
+            await writer.stop()
+            await engine.aclose()
+            await db_engine.dispose()
+
+    return lifespan
+
+
+async def _provide_session(state: State) -> AsyncIterator[AsyncSession]:
+    async with db.guarded(), state.sessions() as session:
+        yield session
+
+
+async def _provide_caller(request: Request[Any, Any, Any], state: State) -> Caller:
+    return await authenticate(state.db_engine, request.headers.get("authorization"))
+
+
+def _from_state(name: str) -> Provide:
+    def provider(state: State) -> Any:
+        return state[name]
+
+    return Provide(provider, sync_to_thread=False)
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or Settings()
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per engine call is noise
+    return Litestar(
+        route_handlers=[healthz, readyz, OpenAIController, AdminController],
+        lifespan=[_lifespan(settings)],
+        state=State({"settings": settings}),
+        dependencies={
+            "db_engine": _from_state("db_engine"),
+            "engine": _from_state("engine"),
+            "proxy": _from_state("proxy"),
+            "db_session": Provide(_provide_session),
+            "caller": Provide(_provide_caller),
+        },
+        exception_handlers=EXCEPTION_HANDLERS,
+        request_max_body_size=settings.server.max_body_bytes,
+        openapi_config=OpenAPIConfig(title="LoRA gateway", version="0.1.0"),
+    )

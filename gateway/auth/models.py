@@ -1,0 +1,29 @@
+"""Tables of tenants and API keys."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlmodel import Field, SQLModel
+
+from gateway.timeutil import tz_field
+
+
+class Tenant(SQLModel, table=True):
+    __tablename__ = "tenants"
+
+    id: str = Field(primary_key=True, max_length=40)
+    name: str = Field(max_length=200, unique=True)
+    created_at: datetime = tz_field(default_now=True)
+
+
+class ApiKey(SQLModel, table=True):
+    __tablename__ = "api_keys"
+
+    id: str = Field(primary_key=True, max_length=40)
+    tenant_id: str = Field(foreign_key="tenants.id", index=True, max_length=40)
+    name: str = Field(default="", max_length=200)
+    prefix: str = Field(max_length=20)
+    key_hash: str = Field(max_length=64, unique=True)
+    created_at: datetime = tz_field(default_now=True)
+    revoked_at: datetime | None = tz_field(nullable=True)

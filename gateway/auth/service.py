@@ -1,0 +1,91 @@
+"""Tenants and keys: create, revoke, and authenticate a bearer key. Knows nothing of HTTP."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from gateway import ids
+from gateway.auth.keys import KEY_PREFIX, display_prefix, generate_key, hash_key
+from gateway.auth.models import ApiKey, Tenant
+from gateway.db import guarded
+from gateway.errors import AuthenticationFailed, Conflict, NotFound
+from gateway.timeutil import utcnow
+
+_KEYS = ApiKey.__table__  # type: ignore[attr-defined]
+_LOOKUP = sa.select(_KEYS.c.id, _KEYS.c.tenant_id).where(
+    _KEYS.c.key_hash == sa.bindparam("h"), _KEYS.c.revoked_at.is_(None)
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """An authenticated tenant API key."""
+
+    key_id: str
+    tenant_id: str
+
+
+_BAD_KEY = "Incorrect API key provided. You can find your API key in your account settings."
+
+
+async def authenticate(db: AsyncEngine, authorization: str | None) -> Caller:
+    """Resolve an `Authorization: Bearer sk-…` header to its live key, or raise AuthenticationFailed."""
+    if not authorization or not authorization.startswith("Bearer "):
+        raise AuthenticationFailed(
+            "You didn't provide an API key. Send it as 'Authorization: Bearer sk-…'.", code="missing_api_key"
+        )
+    token = authorization[7:].strip()
+    if not token.startswith(KEY_PREFIX):
+        raise AuthenticationFailed(_BAD_KEY)
+    async with guarded(), db.connect() as conn:
+        row = (await conn.execute(_LOOKUP, {"h": hash_key(token)})).first()
+    if row is None:
+        raise AuthenticationFailed(_BAD_KEY)
+    return Caller(key_id=row.id, tenant_id=row.tenant_id)
+
+
+async def create_tenant(session: AsyncSession, name: str) -> Tenant:
+    tenant = Tenant(id=ids.tenant_id(), name=name)
+    session.add(tenant)
+    try:
+        await session.commit()
+    except IntegrityError as exc:
+        await session.rollback()
+        raise Conflict(f"A tenant named {name!r} already exists.", param="name") from exc
+    return tenant
+
+
+async def get_tenant(session: AsyncSession, tenant_id: str) -> Tenant:
+    tenant = await session.get(Tenant, tenant_id)
+    if tenant is None:
+        raise NotFound(f"No tenant {tenant_id!r}.")
+    return tenant
+
+
+async def create_key(session: AsyncSession, tenant_id: str, name: str) -> tuple[ApiKey, str]:
+    """A new key for the tenant; the plaintext is returned once and never stored."""
+    await get_tenant(session, tenant_id)
+    plaintext = generate_key()
+    key = ApiKey(
+        id=ids.key_id(),
+        tenant_id=tenant_id,
+        name=name,
+        prefix=display_prefix(plaintext),
+        key_hash=hash_key(plaintext),
+    )
+    session.add(key)
+    await session.commit()
+    return key, plaintext
+
+
+async def revoke_key(session: AsyncSession, key_id: str) -> None:
+    key = await session.get(ApiKey, key_id)
+    if key is None or key.revoked_at is not None:
+        raise NotFound(f"No active key {key_id!r}.")
+    key.revoked_at = utcnow()
+    await session.commit()

@@ -1,0 +1,69 @@
+"""Database engine and sessions; the translation of driver errors into DatabaseUnavailable."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlmodel import SQLModel
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from gateway.errors import DatabaseUnavailable
+from gateway.settings import DatabaseSettings
+
+
+def metadata() -> type[SQLModel]:
+    """SQLModel with every table registered (Alembic and tests import through here)."""
+    from gateway.adapters import models as _adapters  # noqa: F401
+    from gateway.auth import models as _auth  # noqa: F401
+    from gateway.usage import models as _usage  # noqa: F401
+
+    return SQLModel
+
+
+def create_engine(settings: DatabaseSettings) -> AsyncEngine:
+    return create_async_engine(
+        settings.async_url(),
+        pool_size=settings.pool_size,
+        max_overflow=settings.pool_size,
+        pool_pre_ping=True,
+        echo=settings.echo,
+    )
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+
+
+_UNAVAILABLE = (
+    OSError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.TooManyConnectionsError,
+)
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True when the error means "the database is not reachable", not "the query is wrong"."""
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, _UNAVAILABLE | sa_exc.TimeoutError | sa_exc.InterfaceError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+@asynccontextmanager
+async def guarded() -> AsyncIterator[None]:
+    """Re-raise connection failures as DatabaseUnavailable (503), leave real bugs alone."""
+    try:
+        yield
+    except (sa_exc.DBAPIError, sa_exc.TimeoutError, sa_exc.InterfaceError, OSError) as exc:
+        if is_unavailable(exc):
+            raise DatabaseUnavailable() from exc
+        raise

@@ -1,0 +1,187 @@
+"""Forward one OpenAI call to the engine under the tenant's adapter and meter it. Knows nothing of HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway import ids
+from gateway.adapters import service as adapters
+from gateway.adapters.service import Target
+from gateway.auth.service import Caller
+from gateway.engine.client import EngineClient, EngineModelMissing, parse_event
+from gateway.errors import EngineError, GatewayError
+from gateway.timeutil import utcnow
+from gateway.usage.writer import UsageWriter, usage_row
+
+log = logging.getLogger(__name__)
+
+_DONE = b"data: [DONE]"
+
+
+@dataclass(slots=True)
+class Call:
+    """One client request on its way through the gateway."""
+
+    caller: Caller
+    endpoint: str
+    body: dict[str, Any]
+    client_model: str
+    target: Target
+    stream: bool
+    wants_usage: bool
+    request_id: str = field(default_factory=ids.request_id)
+    started_at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(slots=True)
+class Tokens:
+    prompt: int = 0
+    completion: int = 0
+
+
+class ProxyService:
+    def __init__(self, db: AsyncEngine, engine: EngineClient, writer: UsageWriter) -> None:
+        self.db = db
+        self.engine = engine
+        self.writer = writer
+
+    async def prepare(self, caller: Caller, endpoint: str, body: dict[str, Any], model: str) -> Call:
+        """Resolve `model` within the caller's tenant and build the body the engine will see."""
+        info = await self.engine.info()
+        target = await adapters.resolve(self.db, info, caller.tenant_id, model)
+        stream = bool(body.get("stream"))
+        wants_usage = False
+        if stream:
+            options = body.get("stream_options")
+            options = dict(options) if isinstance(options, dict) else {}
+            wants_usage = bool(options.get("include_usage"))
+            # Always ask for the usage chunk: it is what we meter; it is stripped again if unwanted.
+            options["include_usage"] = True
+            body["stream_options"] = options
+        body["model"] = target.engine_model
+        return Call(caller, endpoint, body, model, target, stream, wants_usage)
+
+    async def complete(self, call: Call) -> dict[str, Any]:
+        """A non-streaming call; returns the engine's answer once its usage is committed."""
+        try:
+            answer = await self._with_reload(call, lambda: self.engine.post(call.endpoint, call.body))
+        except EngineError as exc:
+            await self._record_failure(call, exc)
+            raise
+        usage = answer.get("usage") or {}
+        await self._record(call, _tokens(usage), "ok", 200)
+        answer["model"] = call.client_model
+        return answer
+
+    async def open_stream(self, call: Call) -> AsyncIterator[bytes]:
+        """Open the engine stream now (so its errors become HTTP errors), then relay it event by event."""
+        stack = contextlib.AsyncExitStack()
+        try:
+            events = await self._with_reload(
+                call, lambda: stack.enter_async_context(self.engine.stream(call.endpoint, call.body))
+            )
+        except EngineError as exc:
+            await stack.aclose()
+            await self._record_failure(call, exc)
+            raise
+        return self._relay(call, events, stack)
+
+    async def _relay(
+        self, call: Call, events: AsyncIterator[bytes], stack: contextlib.AsyncExitStack
+    ) -> AsyncIterator[bytes]:
+        rename = _renamer(call.target.engine_model, call.client_model)
+        recorded = False
+        status = "client_closed"
+        try:
+            async for event in events:
+                if event == _DONE:
+                    status = "ok"
+                elif b'"usage"' in event:
+                    chunk = parse_event(event)
+                    usage = chunk.get("usage") if chunk else None
+                    if chunk is not None and isinstance(usage, dict) and not chunk.get("choices"):
+                        # Committed before the client sees the end of the stream.
+                        await self._record(call, _tokens(usage), "ok", 200)
+                        recorded = True
+                        if not call.wants_usage:
+                            continue
+                yield rename(event) + b"\n\n"
+            if not recorded:
+                status = "engine_error"
+        except EngineError as exc:
+            status = "engine_error"
+            log.warning("engine stream broke: %s", exc.message)
+            yield _error_event(exc)
+        finally:
+            await stack.aclose()
+            if not recorded:
+                # TODO(reliability issue): count tokens generated before a broken or abandoned stream.
+                task = asyncio.ensure_future(self._record(call, Tokens(), status, 200))
+                with contextlib.suppress(GatewayError):
+                    await asyncio.shield(task)
+
+    async def _with_reload(self, call: Call, send: Any) -> Any:
+        """Send; if the engine forgot this adapter (restart, eviction), load it again and retry once."""
+        try:
+            return await send()
+        except EngineModelMissing:
+            target = call.target
+            if target.adapter_id is None or target.adapter_path is None:
+                raise
+            log.info("engine lost adapter %s; reloading", target.adapter_id)
+            await self.engine.load_adapter(target.engine_model, target.adapter_path)
+            return await send()
+
+    async def _record(self, call: Call, tokens: Tokens, status: str, http_status: int) -> None:
+        t = call.target
+        await self.writer.record(
+            usage_row(
+                request_id=call.request_id,
+                tenant_id=call.caller.tenant_id,
+                api_key_id=call.caller.key_id,
+                model=call.client_model,
+                base_model=t.base_model,
+                adapter_id=t.adapter_id,
+                endpoint=call.endpoint,
+                stream=call.stream,
+                prompt_tokens=tokens.prompt,
+                completion_tokens=tokens.completion,
+                status=status,
+                http_status=http_status,
+                started_at=call.started_at,
+                finished_at=utcnow(),
+            )
+        )
+
+    async def _record_failure(self, call: Call, exc: EngineError) -> None:
+        """A call the engine refused or failed still leaves a row (with no tokens)."""
+        if exc.status_code == 503:  # never reached the engine
+            return
+        await self._record(call, Tokens(), "rejected" if exc.status_code < 500 else "engine_error", exc.status_code)
+
+
+def _tokens(usage: dict[str, Any]) -> Tokens:
+    return Tokens(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+
+
+def _renamer(engine_model: str, client_model: str) -> Any:
+    """Put the client's model name back into each event (the engine echoes its internal name)."""
+    if engine_model == client_model:
+        return lambda event: event
+    old = b'"model":' + json.dumps(engine_model).encode()
+    new = b'"model":' + json.dumps(client_model, ensure_ascii=False).encode()
+    return lambda event: event.replace(old, new, 1)
+
+
+def _error_event(exc: GatewayError) -> bytes:
+    body = {"error": {"message": exc.message, "type": exc.type, "code": exc.code, "param": exc.param}}
+    return b"data: " + json.dumps(body).encode() + b"\n\n"

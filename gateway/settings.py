@@ -1,0 +1,90 @@
+"""Every setting of the gateway; the only module that reads the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class _Base(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", populate_by_name=True)
+
+
+class DatabaseSettings(_Base):
+    """PostgreSQL, the only state store."""
+
+    url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL"),
+        description="postgresql://… URL; unset means `make run` starts an embedded PostgreSQL.",
+    )
+    pool_size: int = Field(default=10, validation_alias=AliasChoices("DATABASE_POOL_SIZE"))
+    echo: bool = Field(default=False, validation_alias=AliasChoices("DATABASE_ECHO"))
+
+    def async_url(self) -> str:
+        """The URL in SQLAlchemy's asyncpg form."""
+        if not self.url:
+            raise ValueError("DATABASE_URL is not set")
+        return to_asyncpg_url(self.url)
+
+
+class EngineSettings(_Base):
+    """The vLLM OpenAI-compatible server behind the gateway."""
+
+    url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("ENGINE_URL"),
+        description="Base URL of the vLLM server, e.g. http://127.0.0.1:8100; unset means `make run` starts one.",
+    )
+    api_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("ENGINE_API_KEY"))
+    max_lora_rank: int = Field(
+        default=8,
+        validation_alias=AliasChoices("ENGINE_MAX_LORA_RANK"),
+        description="The engine's --max-lora-rank (vLLM does not report it over HTTP).",
+    )
+    connect_timeout_s: float = Field(default=5.0, validation_alias=AliasChoices("ENGINE_CONNECT_TIMEOUT"))
+    request_timeout_s: float = Field(default=600.0, validation_alias=AliasChoices("ENGINE_REQUEST_TIMEOUT"))
+    max_connections: int = Field(default=512, validation_alias=AliasChoices("ENGINE_MAX_CONNECTIONS"))
+
+
+class ServerSettings(_Base):
+    host: str = Field(default="127.0.0.1", validation_alias=AliasChoices("GATEWAY_HOST"))
+    port: int = Field(default=8000, validation_alias=AliasChoices("GATEWAY_PORT"))
+    workers: int = Field(default=1, validation_alias=AliasChoices("GATEWAY_WORKERS"))
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, validation_alias=AliasChoices("GATEWAY_MAX_BODY_BYTES"))
+
+
+class AdminSettings(_Base):
+    token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("GATEWAY_ADMIN_TOKEN"),
+        description="Bearer token of the admin API; unset disables the admin API.",
+    )
+
+
+class StorageSettings(_Base):
+    data_dir: Path = Field(
+        default=Path(".data"),
+        validation_alias=AliasChoices("GATEWAY_DATA_DIR"),
+        description="Folder for adapters, models, the embedded database and logs.",
+    )
+
+
+class Settings(_Base):
+    """All settings, one object handed to create_app()."""
+
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    admin: AdminSettings = Field(default_factory=AdminSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+
+
+def to_asyncpg_url(url: str) -> str:
+    """postgresql://… or postgres://… → postgresql+asyncpg://…"""
+    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    raise ValueError("DATABASE_URL must start with postgresql://")

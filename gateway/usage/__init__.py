@@ -1,0 +1,1 @@
+"""Token metering: one row per request that reached the engine."""

@@ -1,0 +1,114 @@
+"""Group-committed usage writes: callers wait until their row is durable, many rows share one commit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.db import is_unavailable
+from gateway.errors import DatabaseUnavailable
+from gateway.usage.models import UsageRecord
+
+log = logging.getLogger(__name__)
+
+_TABLE = UsageRecord.__table__  # type: ignore[attr-defined]
+# A request_id already present means the row was written: never count a request twice.
+_INSERT = insert(_TABLE).on_conflict_do_nothing(index_elements=["request_id"])
+
+
+class UsageWriter:
+    """One background task drains a queue of rows and inserts each batch in a single transaction."""
+
+    def __init__(self, engine: AsyncEngine, max_batch: int = 1000) -> None:
+        self._engine = engine
+        self._max_batch = max_batch
+        self._queue: asyncio.Queue[tuple[dict[str, Any], asyncio.Future[None]]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="usage-writer")
+
+    async def stop(self) -> None:
+        """Commit what is queued, then stop."""
+        if self._task is None:
+            return
+        await self._queue.join()
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def record(self, row: dict[str, Any]) -> None:
+        """Return once `row` is committed; raise DatabaseUnavailable if it could not be."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((row, future))
+        await asyncio.shield(future)
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._write([row for row, _ in batch])
+            except Exception as exc:
+                error: BaseException = DatabaseUnavailable() if is_unavailable(exc) else exc
+                if not is_unavailable(exc):
+                    log.exception("usage write failed for %d rows", len(batch))
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(error)
+            else:
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_result(None)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _write(self, rows: list[dict[str, Any]]) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(_INSERT, rows)
+
+
+def usage_row(
+    *,
+    request_id: str,
+    tenant_id: str,
+    api_key_id: str,
+    model: str,
+    base_model: str,
+    adapter_id: str | None,
+    endpoint: str,
+    stream: bool,
+    prompt_tokens: int,
+    completion_tokens: int,
+    status: str,
+    http_status: int,
+    started_at: datetime,
+    finished_at: datetime,
+) -> dict[str, Any]:
+    """A usage_records row as a plain dict (no ORM object on the hot path)."""
+    return {
+        "request_id": request_id,
+        "tenant_id": tenant_id,
+        "api_key_id": api_key_id,
+        "model": model,
+        "base_model": base_model,
+        "adapter_id": adapter_id,
+        "endpoint": endpoint,
+        "stream": stream,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "status": status,
+        "http_status": http_status,
+        "started_at": started_at,
+        "finished_at": finished_at,
+        "latency_ms": int((finished_at - started_at).total_seconds() * 1000),
+    }

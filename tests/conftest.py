@@ -1,0 +1,139 @@
+"""Shared fixtures: the real services are started once per test session."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from devstack import tinymodel
+from devstack.engine import EngineOptions, LocalEngine
+from devstack.postgres import EmbeddedPostgres
+from gateway.migrate import upgrade
+from tests.support.processes import ROOT, GatewayProcess, free_port
+from tests.support.sql import Sql
+
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("gateway")
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    """The tiny model and adapters, cached in the data folder so runs do not rebuild them."""
+    out = ROOT / ".data" / "models"
+    tinymodel.ensure_built(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def database_url(workdir: Path) -> Iterator[str]:
+    """TEST_DATABASE_URL if given (an empty database), else a fresh embedded PostgreSQL; migrated to head."""
+    url = os.environ.get("TEST_DATABASE_URL")
+    pg = None
+    if not url:
+        pg = EmbeddedPostgres(workdir / "postgres")
+        url = pg.start()
+    upgrade(url)
+    yield url
+    if pg is not None:
+        pg.stop()
+
+
+@pytest.fixture(scope="session")
+def sql(database_url: str) -> Sql:
+    return Sql(database_url)
+
+
+@pytest.fixture(scope="session")
+def engine(models_dir: Path, workdir: Path) -> Iterator[LocalEngine]:
+    """One real vLLM CPU server with the tiny model, LoRA enabled, runtime loading allowed."""
+    eng = LocalEngine(
+        EngineOptions(
+            model_dir=models_dir / tinymodel.BASE_NAME,
+            served_name=tinymodel.BASE_NAME,
+            port=free_port(),
+            data_dir=workdir / "engine",
+        )
+    )
+    eng.start()
+    try:
+        eng.wait_ready(progress=False)
+        yield eng
+    finally:
+        eng.stop()
+
+
+@pytest.fixture(scope="session")
+def admin_token() -> str:
+    return secrets.token_urlsafe(16)
+
+
+@pytest.fixture(scope="session")
+def gateway(database_url: str, engine: LocalEngine, admin_token: str, workdir: Path) -> Iterator[GatewayProcess]:
+    ARTIFACTS.mkdir(exist_ok=True)
+    gw = GatewayProcess(
+        {
+            "DATABASE_URL": database_url,
+            "ENGINE_URL": engine.url,
+            "GATEWAY_ADMIN_TOKEN": admin_token,
+            "GATEWAY_DATA_DIR": str(workdir / "data"),
+        },
+        ARTIFACTS / "gateway.log",
+    )
+    gw.start()
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture(scope="session")
+def admin(gateway: GatewayProcess, admin_token: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=gateway.url, headers={"Authorization": f"Bearer {admin_token}"}, timeout=60) as c:
+        yield c
+
+
+@dataclass
+class TenantHandle:
+    id: str
+    key: str
+    key_id: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+@pytest.fixture(scope="session")
+def make_tenant(admin: httpx.Client) -> Callable[[], TenantHandle]:
+    def make() -> TenantHandle:
+        t = admin.post("/admin/tenants", json={"name": f"t-{secrets.token_hex(4)}"})
+        assert t.status_code == 201, t.text
+        k = admin.post(f"/admin/tenants/{t.json()['id']}/keys", json={"name": "test"})
+        assert k.status_code == 201, k.text
+        return TenantHandle(id=t.json()["id"], key=k.json()["key"], key_id=k.json()["id"])
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def register_adapter(admin: httpx.Client, models_dir: Path) -> Callable[[str, str, int], dict[str, str]]:
+    """Seed an adapter for a tenant through the admin API (tenants upload theirs elsewhere)."""
+
+    def register(tenant_id: str, name: str, which: int = 1) -> dict[str, str]:
+        r = admin.post(
+            f"/admin/tenants/{tenant_id}/adapters",
+            json={"name": name, "path": str(models_dir / "adapters" / f"lora-{which}")},
+        )
+        assert r.status_code == 201, r.text
+        assert r.json()["status"] == "ready", r.json()
+        return dict(r.json())
+
+    return register

@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+import re
+
+from gateway import ids
+from gateway.auth.keys import display_prefix, generate_key, hash_key
+
+
+def test_keys_are_long_random_and_hashed() -> None:
+    keys = {generate_key() for _ in range(200)}
+    assert len(keys) == 200
+    for key in keys:
+        assert key.startswith("sk-")
+        assert len(key) - 3 >= 43  # 32 random bytes, base64url
+        assert re.fullmatch(r"[0-9a-f]{64}", hash_key(key))
+        assert key.startswith(display_prefix(key)) and len(display_prefix(key)) == 12
+    assert hash_key("sk-a") != hash_key("sk-b")
+
+
+def test_deployment_ids_look_like_mif_ids() -> None:
+    d = ids.deployment_id()
+    assert re.fullmatch(r"mif-[a-z2-7]{16}", d)
+    assert len({ids.deployment_id() for _ in range(1000)}) == 1000

@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+import pytest
+
+from gateway.settings import Settings, to_asyncpg_url
+
+
+def test_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:p@db:5432/x")
+    monkeypatch.setenv("ENGINE_URL", "http://engine:8000")
+    monkeypatch.setenv("GATEWAY_ADMIN_TOKEN", "s3cret")
+    monkeypatch.setenv("GATEWAY_PORT", "9000")
+    s = Settings()
+    assert s.database.async_url() == "postgresql+asyncpg://u:p@db:5432/x"
+    assert s.engine.url == "http://engine:8000"
+    assert s.admin.token is not None and s.admin.token.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(s)
+    assert s.server.port == 9000 and s.server.host == "127.0.0.1"
+
+
+def test_url_forms() -> None:
+    assert to_asyncpg_url("postgres://a@/b?host=/tmp") == "postgresql+asyncpg://a@/b?host=/tmp"
+    with pytest.raises(ValueError):
+        to_asyncpg_url("mysql://x")
