@@ -44,13 +44,13 @@ test-unit: $(STAMP) ## only the fast tests (no engine, no database)
 	@$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff and mypy
-	@$(BIN)/ruff check gateway billing devstack tests alembic
-	@$(BIN)/ruff format --check gateway billing devstack tests alembic
+	@$(BIN)/ruff check gateway billing devstack tests alembic bench
+	@$(BIN)/ruff format --check gateway billing devstack tests alembic bench
 	@$(BIN)/mypy
 
 format: $(STAMP) ## apply ruff's formatting and fixes
-	@$(BIN)/ruff format gateway billing devstack tests alembic
-	@$(BIN)/ruff check --fix gateway billing devstack tests alembic
+	@$(BIN)/ruff format gateway billing devstack tests alembic bench
+	@$(BIN)/ruff check --fix gateway billing devstack tests alembic bench
 
 clean: ## remove the data folder (database, models, adapters, logs); keeps the virtualenv
 	rm -rf .data test-artifacts

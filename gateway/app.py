@@ -17,12 +17,14 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway import db
 from gateway.adapters import service as adapters
+from gateway.adapters.routes import AdapterController
+from gateway.adapters.storage import AdapterStore
 from gateway.admin.routes import AdminController
 from gateway.auth.service import Caller, authenticate
 from gateway.engine.client import EngineClient
 from gateway.errors import EXCEPTION_HANDLERS, EngineError
 from gateway.health.routes import healthz, readyz
-from gateway.proxy.routes import OpenAIController
+from gateway.proxy.routes import MaasController, OpenAIController
 from gateway.proxy.service import ProxyService
 from gateway.settings import Settings
 from gateway.usage.writer import UsageWriter
@@ -60,6 +62,7 @@ def _lifespan(settings: Settings) -> Any:
             engine=engine,
             writer=writer,
             proxy=ProxyService(db_engine, engine, writer),
+            adapter_store=AdapterStore(settings.storage.data_dir / "adapters"),
         )
         try:
             yield
@@ -92,13 +95,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings()
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per engine call is noise
     return Litestar(
-        route_handlers=[healthz, readyz, OpenAIController, AdminController],
+        route_handlers=[healthz, readyz, OpenAIController, MaasController, AdapterController, AdminController],
         lifespan=[_lifespan(settings)],
         state=State({"settings": settings}),
         dependencies={
             "db_engine": _from_state("db_engine"),
             "engine": _from_state("engine"),
             "proxy": _from_state("proxy"),
+            "adapter_store": _from_state("adapter_store"),
             "db_session": Provide(_provide_session),
             "caller": Provide(_provide_caller),
         },

@@ -6,6 +6,7 @@ GatewayError                       any error a client may see
 ├── PermissionDenied        403    the caller is known but may not do this
 ├── NotFound                404    unknown model/adapter/tenant/key — or someone else's
 ├── Conflict                409    a name already taken
+├── LengthRequired          411    an upload without Content-Length
 ├── PayloadTooLarge         413
 ├── Unprocessable           422    well-formed but unacceptable (e.g. a bad adapter)
 ├── RateLimited             429
@@ -79,6 +80,12 @@ class Conflict(GatewayError):
     status_code = 409
     type = "invalid_request_error"
     code = "conflict"
+
+
+class LengthRequired(GatewayError):
+    status_code = 411
+    type = "invalid_request_error"
+    code = "length_required"
 
 
 class PayloadTooLarge(GatewayError):

@@ -49,6 +49,20 @@ class EngineSettings(_Base):
     max_connections: int = Field(default=512, validation_alias=AliasChoices("ENGINE_MAX_CONNECTIONS"))
 
 
+class AdapterSettings(_Base):
+    """Limits on tenant adapter uploads."""
+
+    max_upload_bytes: int = Field(default=512 * 1024 * 1024, validation_alias=AliasChoices("ADAPTER_MAX_UPLOAD_BYTES"))
+    max_unpacked_bytes: int = Field(
+        default=1024 * 1024 * 1024, validation_alias=AliasChoices("ADAPTER_MAX_UNPACKED_BYTES")
+    )
+    base_model_dir: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("ENGINE_BASE_MODEL_DIR"),
+        description="The base model's folder (for its config.json); default: the folder the engine reports.",
+    )
+
+
 class ServerSettings(_Base):
     host: str = Field(default="127.0.0.1", validation_alias=AliasChoices("GATEWAY_HOST"))
     port: int = Field(default=8000, validation_alias=AliasChoices("GATEWAY_PORT"))
@@ -80,6 +94,7 @@ class Settings(_Base):
     server: ServerSettings = Field(default_factory=ServerSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
+    adapters: AdapterSettings = Field(default_factory=AdapterSettings)
 
 
 def to_asyncpg_url(url: str) -> str:

@@ -30,7 +30,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def models_dir() -> Path:
     """The tiny model and adapters, cached in the data folder so runs do not rebuild them."""
     out = ROOT / ".data" / "models"
-    tinymodel.ensure_built(out)
+    tinymodel.ensure_built(out, adapters=6)
     return out
 
 
@@ -78,17 +78,25 @@ def admin_token() -> str:
 
 
 @pytest.fixture(scope="session")
-def gateway(database_url: str, engine: LocalEngine, admin_token: str, workdir: Path) -> Iterator[GatewayProcess]:
+def gateway_env(database_url: str, engine: LocalEngine, admin_token: str, workdir: Path) -> dict[str, str]:
+    """The environment of the session's gateway; tests may start more gateways with variations of it."""
+    return {
+        "DATABASE_URL": database_url,
+        "ENGINE_URL": engine.url,
+        "GATEWAY_ADMIN_TOKEN": admin_token,
+        "GATEWAY_DATA_DIR": str(workdir / "data"),
+    }
+
+
+@pytest.fixture(scope="session")
+def data_dir(gateway_env: dict[str, str]) -> Path:
+    return Path(gateway_env["GATEWAY_DATA_DIR"])
+
+
+@pytest.fixture(scope="session")
+def gateway(gateway_env: dict[str, str]) -> Iterator[GatewayProcess]:
     ARTIFACTS.mkdir(exist_ok=True)
-    gw = GatewayProcess(
-        {
-            "DATABASE_URL": database_url,
-            "ENGINE_URL": engine.url,
-            "GATEWAY_ADMIN_TOKEN": admin_token,
-            "GATEWAY_DATA_DIR": str(workdir / "data"),
-        },
-        ARTIFACTS / "gateway.log",
-    )
+    gw = GatewayProcess(gateway_env, ARTIFACTS / "gateway.log")
     gw.start()
     yield gw
     gw.stop()

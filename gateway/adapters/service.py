@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,9 +15,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway import ids
 from gateway.adapters.models import Adapter, AdapterStatus
+from gateway.adapters.storage import AdapterStore
 from gateway.db import guarded
 from gateway.engine.client import EngineClient, EngineInfo
 from gateway.errors import Conflict, EngineError, NotFound
+from gateway.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +79,11 @@ async def register(
     name: str,
     path: Path,
     rank: int,
+    *,
+    content_hash: str = "",
+    size_bytes: int = 0,
 ) -> Adapter:
-    """Record an adapter folder already on disk and load it into the engine."""
+    """Record an adapter folder already on disk (status loading), load it into the engine, mark it ready or failed."""
     adapter = Adapter(
         id=ids.deployment_id(),
         tenant_id=tenant_id,
@@ -85,6 +91,8 @@ async def register(
         base_model=info.base_model,
         path=str(path),
         rank=rank,
+        content_hash=content_hash,
+        size_bytes=size_bytes,
     )
     session.add(adapter)
     try:
@@ -100,6 +108,48 @@ async def register(
         adapter.status = AdapterStatus.ready
     await session.commit()
     return adapter
+
+
+async def get_owned(session: AsyncSession, tenant_id: str, deployment_id: str) -> Adapter:
+    """The tenant's live deployment, or the same 404 whether it is someone else's or does not exist."""
+    adapter = await session.get(Adapter, deployment_id)
+    if adapter is None or adapter.tenant_id != tenant_id or adapter.deleted_at is not None:
+        raise NotFound(f"No deployment {deployment_id!r}.", code="deployment_not_found", param="id")
+    return adapter
+
+
+async def list_owned(session: AsyncSession, tenant_id: str) -> list[Adapter]:
+    stmt = (
+        select(Adapter)
+        .where(Adapter.tenant_id == tenant_id, col(Adapter.deleted_at).is_(None))
+        .order_by(col(Adapter.created_at).desc())
+    )
+    return list((await session.exec(stmt)).all())
+
+
+async def name_taken(session: AsyncSession, tenant_id: str, name: str) -> bool:
+    stmt = select(Adapter.id).where(
+        Adapter.tenant_id == tenant_id, Adapter.name == name, col(Adapter.deleted_at).is_(None)
+    )
+    return (await session.exec(stmt)).first() is not None
+
+
+async def path_in_use(session: AsyncSession, path: str) -> bool:
+    stmt = select(Adapter.id).where(Adapter.path == path, col(Adapter.deleted_at).is_(None))
+    return (await session.exec(stmt)).first() is not None
+
+
+async def delete(session: AsyncSession, engine: EngineClient, store: AdapterStore, adapter: Adapter) -> None:
+    """Soft-delete (usage history keeps pointing at it), unload from the engine, drop unshared files."""
+    adapter.deleted_at = utcnow()
+    adapter.status = AdapterStatus.deleted
+    await session.commit()
+    try:
+        await engine.unload_adapter(adapter.id)
+    except EngineError as exc:  # the engine forgets it on its next restart anyway
+        log.warning("could not unload %s from the engine: %s", adapter.id, exc.message)
+    if adapter.content_hash and not await path_in_use(session, adapter.path):
+        await asyncio.to_thread(store.remove, Path(adapter.path))
 
 
 async def reload_all(db: AsyncEngine, engine: EngineClient) -> int:

@@ -37,6 +37,7 @@ class EngineInfo:
     base_model: str
     max_model_len: int
     max_lora_rank: int
+    root: str | None = None  # where the engine loaded the base model from (a path on the engine's host)
 
 
 def _engine_message(response: httpx.Response) -> tuple[str, str | None]:
@@ -125,6 +126,7 @@ class EngineClient:
             base_model=base["id"],
             max_model_len=int(base.get("max_model_len") or 0),
             max_lora_rank=self.settings.max_lora_rank,
+            root=base.get("root"),
         )
 
     async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:

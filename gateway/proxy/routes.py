@@ -10,6 +10,7 @@ from litestar.response import Stream
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.adapters import service as adapters
+from gateway.adapters.service import model_not_found
 from gateway.auth.service import Caller
 from gateway.engine.client import EngineClient
 from gateway.proxy.schemas import parse_body
@@ -67,3 +68,33 @@ class OpenAIController(Controller):
                 }
             )
         return {"object": "list", "data": data}
+
+
+class MaasController(Controller):
+    """Per-deployment endpoints, as hosted platforms offer them; `model` may be omitted."""
+
+    path = "/maas/deployment/{deployment_id:str}"
+    tags = ["Deployments"]
+
+    @post("/chat/completions", status_code=200)
+    async def chat_completions(
+        self, deployment_id: str, request: Request[Any, Any, Any], caller: Caller, proxy: ProxyService
+    ) -> Response[Any]:
+        """Chat completion on one deployment."""
+        body, _ = parse_body(await request.body(), "chat", default_model=deployment_id)
+        return await _forward(proxy, caller, body, _deployment(deployment_id), "/v1/chat/completions")
+
+    @post("/completions", status_code=200)
+    async def completions(
+        self, deployment_id: str, request: Request[Any, Any, Any], caller: Caller, proxy: ProxyService
+    ) -> Response[Any]:
+        """Text completion on one deployment."""
+        body, _ = parse_body(await request.body(), "completions", default_model=deployment_id)
+        return await _forward(proxy, caller, body, _deployment(deployment_id), "/v1/completions")
+
+
+def _deployment(deployment_id: str) -> str:
+    """The path names a deployment; it wins over any `model` in the body."""
+    if not deployment_id.startswith("mif-"):
+        raise model_not_found(deployment_id)
+    return deployment_id

@@ -1,0 +1,90 @@
+"""A tenant's adapter upload: stage, validate against the base model, store by content hash, deploy."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import BinaryIO
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from gateway.adapters import service
+from gateway.adapters.archive import discard, stage_files
+from gateway.adapters.models import Adapter
+from gateway.adapters.storage import AdapterStore
+from gateway.adapters.validation import AdapterSpec, Architecture, check_weights, read_config
+from gateway.engine.client import EngineClient, EngineInfo
+from gateway.errors import Conflict, InvalidRequest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    max_unpacked_bytes: int
+    base_model_dir: Path | None
+
+
+@lru_cache(maxsize=8)
+def _architecture(model_dir: str) -> Architecture | None:
+    path = Path(model_dir) / "config.json"
+    try:
+        return Architecture.from_config(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError) as exc:
+        log.warning("base model config %s unreadable (%s): adapter shapes are checked against the rank only", path, exc)
+        return None
+
+
+def architecture(info: EngineInfo, limits: UploadLimits) -> Architecture | None:
+    """The base model's layer shapes, from ENGINE_BASE_MODEL_DIR or the folder the engine loaded it from."""
+    folder = limits.base_model_dir or (Path(info.root) if info.root else None)
+    return _architecture(str(folder.resolve())) if folder else None
+
+
+def _stage_and_check(files: dict[str, BinaryIO], staging: Path, info: EngineInfo, limits: UploadLimits) -> AdapterSpec:
+    stage_files(files, staging, limits.max_unpacked_bytes)
+    arch = architecture(info, limits)
+    spec = read_config(staging, info.base_model, info.max_lora_rank, arch)
+    check_weights(staging, spec, arch)
+    return spec
+
+
+async def deploy_upload(
+    session: AsyncSession,
+    engine: EngineClient,
+    store: AdapterStore,
+    limits: UploadLimits,
+    tenant_id: str,
+    name: str,
+    base_model: str | None,
+    files: dict[str, BinaryIO],
+) -> Adapter:
+    """Validate everything before touching the engine; a rejected upload leaves no files and no rows."""
+    info = await engine.info()
+    if base_model and base_model != info.base_model:
+        raise InvalidRequest(
+            f"Base model {base_model!r} is not served here; this gateway serves {info.base_model!r}.",
+            code="model_not_found",
+            param="base_model",
+        )
+    if await service.name_taken(session, tenant_id, name):
+        raise Conflict(f"You already have a deployment named {name!r}.", param="name")
+    staging = store.new_staging()
+    try:
+        spec = await asyncio.to_thread(_stage_and_check, files, staging, info, limits)
+        path, content_hash, size = await asyncio.to_thread(store.commit, staging)
+    except BaseException:
+        await asyncio.to_thread(discard, staging)
+        raise
+    try:
+        return await service.register(
+            session, engine, info, tenant_id, name, path, spec.rank, content_hash=content_hash, size_bytes=size
+        )
+    except Conflict:
+        if not await service.path_in_use(session, str(path)):
+            await asyncio.to_thread(store.remove, path)
+        raise
