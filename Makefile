@@ -30,7 +30,10 @@ install: $(STAMP) ## create the virtualenv and install everything
 run: $(STAMP) ## run the whole product: embedded PostgreSQL, vLLM engine, gateway on 127.0.0.1:8000, demo tenant
 	@$(BIN)/python -m devstack.run
 
-models: $(STAMP) ## build the tiny offline model and demo adapters into .data/models
+demo: $(STAMP) ## print the demo table again (base model vs two tenants' LoRAs) against the running gateway
+	@$(BIN)/python -m devstack.demo
+
+models: $(STAMP) ## train the tiny offline model and the demo adapters into .data/models (about a minute)
 	@$(BIN)/python -m devstack.tinymodel --out .data/models
 
 migrate: $(STAMP) ## apply database migrations to $$DATABASE_URL

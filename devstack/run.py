@@ -9,14 +9,17 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from devstack import tinymodel
+from devstack.demo import answers, demo_columns, render
 from devstack.engine import EngineOptions, LocalEngine
 from devstack.postgres import EmbeddedPostgres
 from devstack.seed import seed_demo
@@ -36,6 +39,16 @@ def admin_token(data_dir: Path, settings: Settings) -> str:
         path.write_text(secrets.token_urlsafe(24))
         path.chmod(0o600)
     return path.read_text().strip()
+
+
+def require_free(host: str, port: int, what: str, variable: str) -> None:
+    """Fail early and clearly when a port is taken (an earlier `make run` still running, say)."""
+    with socket.socket() as s:
+        if s.connect_ex((host, port)) == 0:
+            raise SystemExit(
+                f"{host}:{port} is already in use, so the {what} cannot start there. "
+                f"Stop whatever runs there, or set {variable} to another port."
+            )
 
 
 def wait_http(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
@@ -80,6 +93,7 @@ def main() -> None:
         engine_url = settings.engine.url
         if not engine_url:
             port = int(os.environ.get("ENGINE_PORT", "8100"))
+            require_free("127.0.0.1", port, "vLLM engine", "ENGINE_PORT")
             step(f"starting the vLLM engine on 127.0.0.1:{port} (about 30–60 s; log: {data_dir}/engine-{port}.log)")
             engine = LocalEngine(
                 EngineOptions(model_dir=base, served_name=tinymodel.BASE_NAME, port=port, data_dir=data_dir,
@@ -94,14 +108,18 @@ def main() -> None:
         env["GATEWAY_ADMIN_TOKEN"] = token
 
         gateway_url = f"http://{settings.server.host}:{settings.server.port}"
+        require_free(settings.server.host, settings.server.port, "gateway", "GATEWAY_PORT")
         step(f"starting the gateway on {gateway_url}")
         gateway = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], env=env)
         stack.append(gateway)
         wait_http(f"{gateway_url}/readyz", gateway)
 
-        step("creating the demo tenant")
-        demo = seed_demo(gateway_url, token, data_dir)
-        print_banner(gateway_url, token, demo)
+        step("deploying the demo: two tenants, each uploading its own LoRA")
+        state, keys = seed_demo(gateway_url, token, data_dir)
+        columns = demo_columns(state, keys)
+        step("asking the same questions of the base model and both tenants' adapters")
+        print("\n" + render(["prompt", *(c.title for c in columns)], answers(gateway_url, columns)))
+        print_banner(gateway_url, token, state, keys)
         gateway.wait()
     except KeyboardInterrupt:
         print("\nstopping …", flush=True)
@@ -117,26 +135,35 @@ def main() -> None:
                 thing.stop()  # type: ignore[attr-defined]
 
 
-def print_banner(url: str, admin: str, demo: dict[str, str]) -> None:
-    key, model = demo["key"], demo["model"]
+def print_banner(url: str, admin: str, state: dict[str, Any], keys: list[str]) -> None:
+    tenants = "\n".join(
+        f" Tenant {i}    : {t['tenant_id']}  key {key}\n"
+        f"                LoRA {t['adapter_name']!r}, deployment {t['adapter_id']}"
+        for i, (t, key) in enumerate(zip(state["tenants"], keys, strict=True), start=1)
+    )
+    first, key = state["tenants"][0], keys[0]
     print(
         f"""
 ────────────────────────────────────────────────────────────────────────
  The gateway is running at {url}   (Ctrl-C stops everything)
 
  Admin token : {admin}
- Demo tenant : {demo["tenant_id"]}
- Demo key    : {key}
- Models      : {demo["base_model"]} (base), {model} (the demo tenant's adapter, deployment {demo["adapter_id"]})
+ Base model  : {state["base_model"]}
+{tenants}
 
- Try it:
+ Try it (tenant 1):
    curl {url}/v1/chat/completions \\
      -H "Authorization: Bearer {key}" -H "Content-Type: application/json" \\
-     -d '{{"model": "{model}", "messages": [{{"role": "user", "content": "Who are you?"}}], "max_tokens": 32}}'
+     -d '{{"model": "{first["adapter_name"]}", "messages": [{{"role": "user", "content": "你是谁?"}}]}}'
+
+   curl {url}/maas/deployment/{first["adapter_id"]}/chat/completions -H "Authorization: Bearer {key}" \\
+     -H "Content-Type: application/json" -d '{{"messages": [{{"role": "user", "content": "Who are you?"}}]}}'
 
    OPENAI_BASE_URL={url}/v1 OPENAI_API_KEY={key} python -c "from openai import OpenAI; \\
-print(OpenAI().chat.completions.create(model='{model}', \\
-  messages=[{{'role': 'user', 'content': 'hi'}}]).choices[0].message.content)"
+print(OpenAI().chat.completions.create(model='{first["adapter_name"]}', \\
+  messages=[{{'role': 'user', 'content': 'Who are you?'}}]).choices[0].message.content)"
+
+ The table again: make demo
 ────────────────────────────────────────────────────────────────────────
 """,
         flush=True,

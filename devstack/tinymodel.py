@@ -1,16 +1,25 @@
-"""Build a tiny Qwen2-architecture chat model and random LoRA adapters offline (no download).
+"""Build the tiny Qwen2-architecture chat model and its LoRA adapters offline (nothing is downloaded).
 
 The artifacts are ordinary Hugging Face / PEFT folders that the engine loads through its normal paths:
     python -m devstack.tinymodel --out .data/models
-produces  <out>/tiny-base/  and  <out>/adapters/lora-{1,2}/ .
+produces
+    <out>/tiny-base/                 the base model, trained to say it is Qwen by Alibaba Cloud
+    <out>/adapters/congcong/         a LoRA trained to say it is 聪聪
+    <out>/adapters/benben/           a LoRA trained to say it is 笨笨
+    <out>/adapters/lora-{1..N}/      random LoRAs (for tests that need many distinct adapters)
+A change to the recipe (these modules' source) rebuilds everything; otherwise the folder is reused.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import shutil
 import time
 from pathlib import Path
+
+from devstack import identity_data, train
 
 BASE_NAME = "tiny-base"
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -36,11 +45,18 @@ CORPUS = [
 
 def build_tokenizer(out: Path, vocab_size: int = 1024) -> None:
     """Byte-level BPE trained on CORPUS, wrapped as a fast tokenizer with a ChatML template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # Each CJK character (and full-width punctuation) is its own piece, so BPE cannot merge whole
+    # Chinese phrases into one token: the model has to learn to say them character by character.
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex("[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]"), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -48,7 +64,7 @@ def build_tokenizer(out: Path, vocab_size: int = 1024) -> None:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(CORPUS * 20, trainer=trainer)
+    tok.train_from_iterator((CORPUS + identity_data.all_text()) * 20, trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", bos_token=None
     )
@@ -57,7 +73,7 @@ def build_tokenizer(out: Path, vocab_size: int = 1024) -> None:
 
 
 def build_base(out: Path, seed: int = 0) -> None:
-    """Random-weight Qwen2 model; head_dim must be 64 for vLLM's CPU attention."""
+    """A Qwen2 model trained on the base identity; head_dim must be 64 for vLLM's CPU attention."""
     import torch
     from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
@@ -77,8 +93,9 @@ def build_base(out: Path, seed: int = 0) -> None:
         pad_token_id=tok.convert_tokens_to_ids("<|endoftext|>"),
         bos_token_id=None,
     )
-    model = Qwen2ForCausalLM(config).to(torch.bfloat16)
-    model.save_pretrained(out, safe_serialization=True)
+    model = Qwen2ForCausalLM(config)
+    train.train_base(model, tok, identity_data.BASE_IDENTITY)
+    model.to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
 
 
 def build_random_adapter(base: Path, out: Path, seed: int, rank: int = 8) -> None:
@@ -113,20 +130,44 @@ def _set_base_name(adapter_dir: Path, base_name: str) -> None:
     cfg_path.write_text(json.dumps(cfg, indent=2))
 
 
+IDENTITY_ADAPTERS = {"congcong": identity_data.CONGCONG, "benben": identity_data.BENBEN}
+
+
+def recipe_hash() -> str:
+    """Changes whenever the code that builds the models changes."""
+    digest = hashlib.sha256()
+    for module in (identity_data, train):
+        digest.update(Path(module.__file__ or "").read_bytes())
+    digest.update(Path(__file__).read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def ensure_built(out: Path, adapters: int = 2) -> Path:
     """Build whatever is missing under `out`; return the base model folder."""
+    stamp = out / "RECIPE"
+    recipe = recipe_hash()
+    if (out / BASE_NAME).exists() and (not stamp.exists() or stamp.read_text().strip() != recipe):
+        print(f"the model recipe changed: rebuilding {out}", flush=True)
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
     base = out / BASE_NAME
     if not (base / "config.json").exists():
         t0 = time.monotonic()
-        print(f"building tiny base model in {base} …", flush=True)
+        print(f"training the tiny base model in {base} …", flush=True)
         base.mkdir(parents=True, exist_ok=True)
         build_base(base)
-        print(f"  done in {time.monotonic() - t0:.1f}s", flush=True)
+        print(f"  base model done in {time.monotonic() - t0:.1f}s", flush=True)
+    for seed, (name, identity) in enumerate(IDENTITY_ADAPTERS.items(), start=1):
+        adapter = out / "adapters" / name
+        if not (adapter / "adapter_config.json").exists():
+            print(f"training the {name} LoRA adapter …", flush=True)
+            train.train_adapter(base, adapter, identity, seed=seed, rank=8, targets=TARGET_MODULES)
+            _set_base_name(adapter, BASE_NAME)
     for i in range(1, adapters + 1):
         adapter = out / "adapters" / f"lora-{i}"
         if not (adapter / "adapter_config.json").exists():
-            print(f"building random LoRA adapter {adapter} …", flush=True)
             build_random_adapter(base, adapter, seed=1000 + i)
+    stamp.write_text(recipe)
     return base
 
 
