@@ -1,0 +1,165 @@
+"""A lean closed-loop HTTP/1.1 load generator for SSE streams: time to first token and total, per request.
+
+    python -m bench.loadgen --url http://127.0.0.1:8000/v1/chat/completions --key sk-… -c 64 -d 10
+
+One process, one core, raw asyncio sockets (uvloop when installed), one keep-alive connection per
+concurrent client. Prints one JSON object: counts, errors, latency percentiles (ms) and its own CPU seconds,
+so a report can show that the load generator did not starve what it measured. wrk measures the
+non-streaming runs; it cannot see the first token of a stream, this can.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import time
+from functools import partial
+from urllib.parse import urlsplit
+
+TIMEOUT_S = 10.0  # as wrk's --timeout: a request slower than this counts as an error
+
+
+def _stamp(into: list[float]) -> None:
+    into.append(time.perf_counter())
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"p50": float("nan"), "p90": float("nan"), "p99": float("nan")}
+    s = sorted(values)
+
+    def at(q: float) -> float:
+        return s[min(len(s) - 1, int(q * len(s)))]
+
+    return {"p50": at(0.50), "p90": at(0.90), "p99": at(0.99)}
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.ttft: list[float] = []
+        self.total: list[float] = []
+        self.ok = 0
+        self.errors = 0
+        self.all_requests = 0  # warm-up included: CPU per request is measured over the whole run
+        self.statuses: dict[int, int] = {}
+
+
+async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str], on_data: object) -> bytes:
+    """Read a whole response body (chunked or content-length); call on_data() at the first data bytes."""
+    if "content-length" in headers:
+        body = await reader.readexactly(int(headers["content-length"]))
+        if callable(on_data):
+            on_data()
+        return body
+    parts = []
+    first = True
+    while True:
+        size = int((await reader.readline()).split(b";")[0], 16)
+        if size == 0:
+            await reader.readline()
+            return b"".join(parts)
+        data = await reader.readexactly(size + 2)
+        if first and (b'"content"' in data or b'"text"' in data):
+            if callable(on_data):
+                on_data()
+            first = False
+        parts.append(data[:-2])
+
+
+async def _client(host: str, port: int, request: bytes, stats: Stats, measure_from: float, until: float) -> None:
+    reader = writer = None
+    while time.perf_counter() < until:
+        try:
+            if writer is None:
+                reader, writer = await asyncio.open_connection(host, port)
+            assert reader is not None
+            t0 = time.perf_counter()
+            first: list[float] = []
+            writer.write(request)
+            status_line = await asyncio.wait_for(reader.readline(), TIMEOUT_S)
+            if not status_line:
+                raise ConnectionError("closed")
+            status = int(status_line.split(b" ", 2)[1])
+            headers: dict[str, str] = {}
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode("latin-1").partition(":")
+                headers[name.strip().lower()] = value.strip()
+            await asyncio.wait_for(_read_body(reader, headers, partial(_stamp, first)), TIMEOUT_S)
+            t1 = time.perf_counter()
+            if headers.get("connection", "").lower() == "close":
+                writer.close()
+                writer = None
+            stats.all_requests += 1
+            if t0 < measure_from:
+                continue
+            stats.statuses[status] = stats.statuses.get(status, 0) + 1
+            if status != 200:
+                stats.errors += 1
+                continue
+            stats.ok += 1
+            stats.total.append((t1 - t0) * 1000)
+            stats.ttft.append(((first[0] if first else t1) - t0) * 1000)
+        except (OSError, ValueError, asyncio.IncompleteReadError, ConnectionError, TimeoutError):
+            if time.perf_counter() >= measure_from:
+                stats.errors += 1
+            if writer is not None:
+                writer.close()
+            writer = None
+            await asyncio.sleep(0.01)
+    if writer is not None:
+        writer.close()
+
+
+async def run(url: str, key: str | None, body: bytes, concurrency: int, duration: float, warmup: float) -> dict:
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    auth = f"authorization: Bearer {key}\r\n".encode() if key else b""
+    request = (
+        f"POST {parts.path} HTTP/1.1\r\nhost: {host}:{port}\r\ncontent-type: application/json\r\n".encode()
+        + auth
+        + f"content-length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    stats = Stats()
+    start = time.perf_counter()
+    measure_from = start + warmup
+    until = measure_from + duration
+    await asyncio.gather(*(_client(host, port, request, stats, measure_from, until) for _ in range(concurrency)))
+    elapsed = time.perf_counter() - measure_from
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "requests": stats.ok,
+        "all_requests": stats.all_requests,
+        "errors": stats.errors,
+        "statuses": stats.statuses,
+        "seconds": elapsed,
+        "rps": stats.ok / elapsed,
+        "ttft_ms": percentiles(stats.ttft),
+        "total_ms": percentiles(stats.total),
+        "loadgen_cpu_s": usage.ru_utime + usage.ru_stime,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--url", required=True)
+    p.add_argument("--key")
+    p.add_argument("--body", required=True, help="the JSON request body")
+    p.add_argument("-c", "--concurrency", type=int, default=16)
+    p.add_argument("-d", "--duration", type=float, default=10.0, help="measured seconds")
+    p.add_argument("--warmup", type=float, default=1.0, help="seconds of load before measuring")
+    args = p.parse_args()
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    result = asyncio.run(run(args.url, args.key, args.body.encode(), args.concurrency, args.duration, args.warmup))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
