@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(ENGINE_EXTRA)
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run demo test test-unit lint format models migrate clean
+.PHONY: help install run demo test test-unit lint format models migrate bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -54,6 +54,11 @@ lint: $(STAMP) ## ruff and mypy
 format: $(STAMP) ## apply ruff's formatting and fixes
 	@$(BIN)/ruff format gateway billing devstack tests alembic bench
 	@$(BIN)/ruff check --fix gateway billing devstack tests alembic bench
+
+bench: $(STAMP) ## gateway overhead vs LiteLLM on a mock engine, and usage-write throughput (about 9 min; writes bench/results/)
+	@test -x .data/bench-venv/bin/litellm || { $(PYTHON) -m venv .data/bench-venv && .data/bench-venv/bin/pip install -q 'litellm[proxy]' matplotlib py-spy; }
+	@$(BIN)/python -m bench.gateway_overhead
+	@$(BIN)/python -m bench.usage_writes
 
 clean: ## remove the data folder (database, models, adapters, logs); keeps the virtualenv
 	rm -rf .data test-artifacts

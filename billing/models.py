@@ -1,1 +1,128 @@
-"""Billing tables (none yet: billing by tokens arrives with the billing issue)."""
+"""Billing tables: accounts, the price book, the append-only ledger, invoices, the Stripe outbox.
+
+Tenants are referenced by id (the `tenants` table belongs to the gateway; billing never imports it).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _tz(nullable: bool = False, default_now: bool = False, index: bool = False) -> datetime:
+    kwargs = {"default_factory": _now} if default_now else {"default": None}
+    return Field(sa_type=sa.DateTime(timezone=True), nullable=nullable, index=index, **kwargs)  # type: ignore[no-any-return]
+
+
+class BillingAccount(SQLModel, table=True):
+    """One per tenant. Its row is also the lock that serialises that tenant's ledger writes."""
+
+    __tablename__ = "billing_accounts"
+
+    tenant_id: str = Field(primary_key=True, foreign_key="tenants.id", max_length=40)
+    mode: str = Field(default="prepaid", max_length=10)
+    currency: str = Field(default="usd", max_length=3)
+    stripe_customer_id: str | None = Field(default=None, max_length=100)
+    created_at: datetime = _tz(default_now=True)
+
+
+class Price(SQLModel, table=True):
+    """A price version: never edited; a new row with a later effective_from replaces it from then on."""
+
+    __tablename__ = "prices"
+    __table_args__ = (sa.UniqueConstraint("model", "effective_from", name="uq_prices_model_from"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    model: str = Field(max_length=200, index=True, description="base model name or deployment id")
+    prompt_per_million: int = Field(sa_type=sa.BigInteger, description="minor units per 1M prompt tokens")
+    completion_per_million: int = Field(sa_type=sa.BigInteger, description="minor units per 1M completion tokens")
+    currency: str = Field(default="usd", max_length=3)
+    effective_from: datetime = _tz()
+    created_at: datetime = _tz(default_now=True)
+
+
+class LedgerEntry(SQLModel, table=True):
+    """Immutable. Money in micro-minor units (signed: credit +, charge −), trial in tokens (grant +, use −).
+
+    Each entry carries the tenant's running balances after it, so the current balance is one index lookup;
+    `balance_after` always equals the sum of the tenant's entries up to it (the reconciliation checks this).
+    """
+
+    __tablename__ = "ledger_entries"
+    __table_args__ = (
+        sa.Index("ix_ledger_tenant_id", "tenant_id", "id"),
+        sa.Index("ix_ledger_tenant_period", "tenant_id", "period"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=sa.BigInteger)
+    tenant_id: str = Field(foreign_key="tenants.id", max_length=40)
+    kind: str = Field(max_length=20, description="trial_grant | credit | charge | payment")
+    occurred_at: datetime = _tz()
+    period: str | None = Field(default=None, max_length=7, description="the invoice period a charge belongs to")
+    request_id: str | None = Field(default=None, max_length=40, unique=True)
+    model: str | None = Field(default=None, max_length=200, description="deployment id or base model")
+    prompt_tokens: int = Field(default=0, sa_type=sa.BigInteger)
+    completion_tokens: int = Field(default=0, sa_type=sa.BigInteger)
+    prompt_price: int = Field(default=0, sa_type=sa.BigInteger)
+    completion_price: int = Field(default=0, sa_type=sa.BigInteger)
+    amount_micros: int = Field(default=0, sa_type=sa.BigInteger)
+    trial_delta: int = Field(default=0, sa_type=sa.BigInteger)
+    balance_after_micros: int = Field(default=0, sa_type=sa.BigInteger)
+    trial_after: int = Field(default=0, sa_type=sa.BigInteger)
+    note: str | None = Field(default=None, max_length=500)
+    idempotency_key: str | None = Field(default=None, max_length=200, unique=True)
+    created_at: datetime = _tz(default_now=True)
+
+
+class Invoice(SQLModel, table=True):
+    __tablename__ = "invoices"
+    __table_args__ = (sa.UniqueConstraint("tenant_id", "period", name="uq_invoices_tenant_period"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    tenant_id: str = Field(foreign_key="tenants.id", max_length=40, index=True)
+    period: str = Field(max_length=7)
+    currency: str = Field(default="usd", max_length=3)
+    prompt_tokens: int = Field(default=0, sa_type=sa.BigInteger)
+    completion_tokens: int = Field(default=0, sa_type=sa.BigInteger)
+    total_micros: int = Field(default=0, sa_type=sa.BigInteger)
+    total_minor: int = Field(default=0, sa_type=sa.BigInteger)
+    status: str = Field(default="open", max_length=10, description="open | paid")
+    stripe_invoice_id: str | None = Field(default=None, max_length=100)
+    created_at: datetime = _tz(default_now=True)
+
+
+class InvoiceLine(SQLModel, table=True):
+    __tablename__ = "invoice_lines"
+
+    id: int | None = Field(default=None, primary_key=True)
+    invoice_id: str = Field(foreign_key="invoices.id", max_length=40, index=True)
+    model: str = Field(max_length=200)
+    prompt_price: int = Field(sa_type=sa.BigInteger)
+    completion_price: int = Field(sa_type=sa.BigInteger)
+    requests: int = Field(default=0, sa_type=sa.BigInteger)
+    prompt_tokens: int = Field(default=0, sa_type=sa.BigInteger)
+    completion_tokens: int = Field(default=0, sa_type=sa.BigInteger)
+    trial_tokens: int = Field(default=0, sa_type=sa.BigInteger)
+    amount_micros: int = Field(default=0, sa_type=sa.BigInteger)
+    amount_minor: int = Field(default=0, sa_type=sa.BigInteger)
+
+
+class StripeOutbox(SQLModel, table=True):
+    """Work for the Stripe worker: one row per closed invoice, drained with retries and idempotency keys."""
+
+    __tablename__ = "stripe_outbox"
+
+    id: int | None = Field(default=None, primary_key=True)
+    invoice_id: str = Field(foreign_key="invoices.id", max_length=40, unique=True)
+    status: str = Field(default="pending", max_length=10, description="pending | done")
+    attempts: int = 0
+    next_attempt_at: datetime = _tz(default_now=True)
+    last_error: str | None = Field(default=None, max_length=1000)
+    created_at: datetime = _tz(default_now=True)
+    done_at: datetime | None = _tz(nullable=True)

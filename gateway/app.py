@@ -15,7 +15,11 @@ from litestar.openapi import OpenAPIConfig
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from billing import ledger
+from billing.admission import Admission
+from billing.ledger import AccountDefaults
 from gateway import db
+from gateway.accounts.routes import AdminBillingController, TenantBillingController
 from gateway.adapters import service as adapters
 from gateway.adapters.routes import AdapterController
 from gateway.adapters.storage import AdapterStore
@@ -48,12 +52,19 @@ async def _reconcile_engine(engine: EngineClient, db_engine: AsyncEngine) -> Non
         return
 
 
+def account_defaults(settings: Settings) -> AccountDefaults:
+    b = settings.billing
+    return AccountDefaults(mode=b.default_mode, trial_tokens=b.trial_tokens, currency=b.currency)
+
+
 def _lifespan(settings: Settings) -> Any:
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         db_engine = db.create_engine(settings.database)
         engine = EngineClient(settings.engine)
-        writer = UsageWriter(db_engine)
+        defaults = account_defaults(settings)
+        writer = UsageWriter(db_engine, on_commit=lambda conn, rows: ledger.charge_usage(conn, rows, defaults))
+        admission = Admission(db_engine, defaults, settings.billing.price_cache_seconds)
         writer.start()
         reconcile = asyncio.create_task(_reconcile_engine(engine, db_engine), name="engine-reconcile")
         app.state.update(
@@ -61,7 +72,7 @@ def _lifespan(settings: Settings) -> Any:
             sessions=db.session_factory(db_engine),
             engine=engine,
             writer=writer,
-            proxy=ProxyService(db_engine, engine, writer),
+            proxy=ProxyService(db_engine, engine, writer, admission),
             adapter_store=AdapterStore(settings.storage.data_dir / "adapters"),
         )
         try:
@@ -95,7 +106,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings()
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per engine call is noise
     return Litestar(
-        route_handlers=[healthz, readyz, OpenAIController, MaasController, AdapterController, AdminController],
+        route_handlers=[
+            healthz,
+            readyz,
+            OpenAIController,
+            MaasController,
+            AdapterController,
+            TenantBillingController,
+            AdminController,
+            AdminBillingController,
+        ],
         lifespan=[_lifespan(settings)],
         state=State({"settings": settings}),
         dependencies={
@@ -103,6 +123,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "engine": _from_state("engine"),
             "proxy": _from_state("proxy"),
             "adapter_store": _from_state("adapter_store"),
+            "settings": _from_state("settings"),
             "db_session": Provide(_provide_session),
             "caller": Provide(_provide_caller),
         },

@@ -26,6 +26,8 @@ from typing import Any
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
+from billing.errors import BillingError, InsufficientQuota, InvalidBillingInput, UnknownAccount
+
 log = logging.getLogger(__name__)
 
 
@@ -147,6 +149,19 @@ class DatabaseUnavailable(GatewayError):
         super().__init__(message, **kw)
 
 
+def billing_error_handler(request: Request[Any, Any, Any], exc: BillingError) -> Response[Any]:
+    """Billing raises its own errors (it never imports the gateway); they become HTTP here."""
+    if isinstance(exc, InsufficientQuota):
+        status, type_, code = 429, "insufficient_quota", "insufficient_quota"
+    elif isinstance(exc, UnknownAccount):
+        status, type_, code = 404, "invalid_request_error", "not_found"
+    elif isinstance(exc, InvalidBillingInput):
+        status, type_, code = 400, "invalid_request_error", "invalid_request"
+    else:
+        status, type_, code = 503, "server_error", "billing_unavailable"
+    return _json(status, error_body(exc.message, type_, code, exc.param))
+
+
 def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
     """The OpenAI error envelope."""
     return {"error": {"message": message, "type": type_, "code": code, "param": param}}
@@ -201,6 +216,7 @@ def unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) ->
 
 EXCEPTION_HANDLERS: dict[Any, Any] = {
     GatewayError: gateway_error_handler,
+    BillingError: billing_error_handler,
     HTTPException: http_exception_handler,
     Exception: unexpected_error_handler,
 }

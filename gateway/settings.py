@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from billing.settings import BillingSettings
+
 
 class _Base(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore", populate_by_name=True)
@@ -95,6 +97,7 @@ class Settings(_Base):
     admin: AdminSettings = Field(default_factory=AdminSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     adapters: AdapterSettings = Field(default_factory=AdapterSettings)
+    billing: BillingSettings = Field(default_factory=BillingSettings)
 
 
 def to_asyncpg_url(url: str) -> str:

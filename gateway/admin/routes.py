@@ -7,8 +7,10 @@ import json
 from pathlib import Path
 
 from litestar import Controller, delete, post
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from billing import ledger
 from gateway.adapters import service as adapters
 from gateway.admin.guard import admin_guard
 from gateway.admin.schemas import (
@@ -22,6 +24,7 @@ from gateway.admin.schemas import (
 from gateway.auth import service as auth
 from gateway.engine.client import EngineClient
 from gateway.errors import InvalidRequest
+from gateway.settings import Settings
 
 
 def _adapter_folder(raw: str) -> tuple[Path, int]:
@@ -46,9 +49,18 @@ class AdminController(Controller):
     tags = ["Admin"]
 
     @post("/tenants", status_code=201)
-    async def create_tenant(self, data: TenantCreate, db_session: AsyncSession) -> TenantPublic:
+    async def create_tenant(
+        self, data: TenantCreate, db_session: AsyncSession, db_engine: AsyncEngine, settings: Settings
+    ) -> TenantPublic:
+        """A tenant and its billing account (with its free-trial grant)."""
+        mode = data.billing_mode or settings.billing.default_mode
+        trial = settings.billing.trial_tokens if data.trial_tokens is None else data.trial_tokens
+        if mode not in ("prepaid", "postpaid") or trial < 0:
+            raise InvalidRequest("billing_mode must be prepaid or postpaid, trial_tokens ≥ 0.", param="billing_mode")
         tenant = await auth.create_tenant(db_session, _clean_name(data.name, "Tenant"))
-        return TenantPublic(id=tenant.id, name=tenant.name, created_at=tenant.created_at)
+        async with db_engine.begin() as conn:
+            await ledger.open_account(conn, tenant.id, mode, trial, settings.billing.currency)
+        return TenantPublic(tenant.id, tenant.name, tenant.created_at, billing_mode=mode, trial_tokens=trial)
 
     @post("/tenants/{tenant_id:str}/keys", status_code=201)
     async def create_key(self, tenant_id: str, data: KeyCreate, db_session: AsyncSession) -> KeyCreated:

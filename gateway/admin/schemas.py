@@ -8,13 +8,17 @@ import msgspec
 
 
 class TenantCreate(msgspec.Struct, forbid_unknown_fields=True):
-    name: str = msgspec.field()
+    name: str
+    billing_mode: str | None = None  # prepaid | postpaid; default from BILLING_DEFAULT_MODE
+    trial_tokens: int | None = None  # default from BILLING_TRIAL_TOKENS
 
 
 class TenantPublic(msgspec.Struct):
     id: str
     name: str
     created_at: datetime
+    billing_mode: str
+    trial_tokens: int
 
 
 class KeyCreate(msgspec.Struct, forbid_unknown_fields=True):

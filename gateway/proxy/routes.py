@@ -20,9 +20,12 @@ _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 async def _forward(
-    proxy: ProxyService, caller: Caller, call_body: dict[str, Any], model: str, path: str
+    proxy: ProxyService, caller: Caller, raw: bytes, kind: str, path: str, deployment: str | None = None
 ) -> Response[Any]:
-    call: Call = await proxy.prepare(caller, path, call_body, model)
+    body, model = parse_body(raw, kind, default_model=deployment)
+    if deployment is not None:  # the path names the deployment; it wins over any `model` in the body
+        model = _deployment(deployment)
+    call: Call = await proxy.prepare(caller, path, body, model, len(raw))
     headers = {"x-request-id": call.request_id}
     if call.stream:
         events = await proxy.open_stream(call)
@@ -39,14 +42,12 @@ class OpenAIController(Controller):
         self, request: Request[Any, Any, Any], caller: Caller, proxy: ProxyService
     ) -> Response[Any]:
         """Chat completion on the base model or one of your adapters (`model` = name or deployment id)."""
-        body, model = parse_body(await request.body(), "chat")
-        return await _forward(proxy, caller, body, model, "/v1/chat/completions")
+        return await _forward(proxy, caller, await request.body(), "chat", "/v1/chat/completions")
 
     @post("/completions", status_code=200)
     async def completions(self, request: Request[Any, Any, Any], caller: Caller, proxy: ProxyService) -> Response[Any]:
         """Text completion on the base model or one of your adapters."""
-        body, model = parse_body(await request.body(), "completions")
-        return await _forward(proxy, caller, body, model, "/v1/completions")
+        return await _forward(proxy, caller, await request.body(), "completions", "/v1/completions")
 
     @get("/models")
     async def models(self, caller: Caller, db_session: AsyncSession, engine: EngineClient) -> dict[str, Any]:
@@ -81,20 +82,17 @@ class MaasController(Controller):
         self, deployment_id: str, request: Request[Any, Any, Any], caller: Caller, proxy: ProxyService
     ) -> Response[Any]:
         """Chat completion on one deployment."""
-        body, _ = parse_body(await request.body(), "chat", default_model=deployment_id)
-        return await _forward(proxy, caller, body, _deployment(deployment_id), "/v1/chat/completions")
+        return await _forward(proxy, caller, await request.body(), "chat", "/v1/chat/completions", deployment_id)
 
     @post("/completions", status_code=200)
     async def completions(
         self, deployment_id: str, request: Request[Any, Any, Any], caller: Caller, proxy: ProxyService
     ) -> Response[Any]:
         """Text completion on one deployment."""
-        body, _ = parse_body(await request.body(), "completions", default_model=deployment_id)
-        return await _forward(proxy, caller, body, _deployment(deployment_id), "/v1/completions")
+        return await _forward(proxy, caller, await request.body(), "completions", "/v1/completions", deployment_id)
 
 
 def _deployment(deployment_id: str) -> str:
-    """The path names a deployment; it wins over any `model` in the body."""
     if not deployment_id.startswith("mif-"):
         raise model_not_found(deployment_id)
     return deployment_id

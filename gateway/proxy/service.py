@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from billing.admission import Admission, Ticket
 from gateway import ids
 from gateway.adapters import service as adapters
 from gateway.adapters.service import Target
@@ -38,6 +39,7 @@ class Call:
     target: Target
     stream: bool
     wants_usage: bool
+    ticket: Ticket
     request_id: str = field(default_factory=ids.request_id)
     started_at: datetime = field(default_factory=utcnow)
 
@@ -49,15 +51,22 @@ class Tokens:
 
 
 class ProxyService:
-    def __init__(self, db: AsyncEngine, engine: EngineClient, writer: UsageWriter) -> None:
+    def __init__(self, db: AsyncEngine, engine: EngineClient, writer: UsageWriter, admission: Admission) -> None:
         self.db = db
         self.engine = engine
         self.writer = writer
+        self.admission = admission
 
-    async def prepare(self, caller: Caller, endpoint: str, body: dict[str, Any], model: str) -> Call:
-        """Resolve `model` within the caller's tenant and build the body the engine will see."""
+    async def prepare(self, caller: Caller, endpoint: str, body: dict[str, Any], model: str, body_bytes: int) -> Call:
+        """Resolve `model` within the caller's tenant, admit it against its quota, build the engine's body."""
         info = await self.engine.info()
         target = await adapters.resolve(self.db, info, caller.tenant_id, model)
+        ticket = await self.admission.admit(
+            caller.tenant_id,
+            target.adapter_id,
+            target.base_model,
+            _worst_case_tokens(body, body_bytes, info.max_model_len),
+        )
         stream = bool(body.get("stream"))
         wants_usage = False
         if stream:
@@ -68,17 +77,20 @@ class ProxyService:
             options["include_usage"] = True
             body["stream_options"] = options
         body["model"] = target.engine_model
-        return Call(caller, endpoint, body, model, target, stream, wants_usage)
+        return Call(caller, endpoint, body, model, target, stream, wants_usage, ticket)
 
     async def complete(self, call: Call) -> dict[str, Any]:
         """A non-streaming call; returns the engine's answer once its usage is committed."""
         try:
-            answer = await self._with_reload(call, lambda: self.engine.post(call.endpoint, call.body))
-        except EngineError as exc:
-            await self._record_failure(call, exc)
-            raise
-        usage = answer.get("usage") or {}
-        await self._record(call, _tokens(usage), "ok", 200)
+            try:
+                answer = await self._with_reload(call, lambda: self.engine.post(call.endpoint, call.body))
+            except EngineError as exc:
+                await self._record_failure(call, exc)
+                raise
+            usage = answer.get("usage") or {}
+            await self._record(call, _tokens(usage), "ok", 200)
+        finally:
+            self.admission.release(call.ticket)
         answer["model"] = call.client_model
         return answer
 
@@ -91,7 +103,10 @@ class ProxyService:
             )
         except EngineError as exc:
             await stack.aclose()
-            await self._record_failure(call, exc)
+            try:
+                await self._record_failure(call, exc)
+            finally:
+                self.admission.release(call.ticket)
             raise
         return self._relay(call, events, stack)
 
@@ -123,11 +138,14 @@ class ProxyService:
             yield _error_event(exc)
         finally:
             await stack.aclose()
-            if not recorded:
-                # TODO(reliability issue): count tokens generated before a broken or abandoned stream.
-                task = asyncio.ensure_future(self._record(call, Tokens(), status, 200))
-                with contextlib.suppress(GatewayError):
-                    await asyncio.shield(task)
+            try:
+                if not recorded:
+                    # TODO(reliability issue): count tokens generated before a broken or abandoned stream.
+                    task = asyncio.ensure_future(self._record(call, Tokens(), status, 200))
+                    with contextlib.suppress(GatewayError):
+                        await asyncio.shield(task)
+            finally:
+                self.admission.release(call.ticket)
 
     async def _with_reload(self, call: Call, send: Any) -> Any:
         """Send; if the engine forgot this adapter (restart, eviction), load it again and retry once."""
@@ -167,6 +185,15 @@ class ProxyService:
         if exc.status_code == 503:  # never reached the engine
             return
         await self._record(call, Tokens(), "rejected" if exc.status_code < 500 else "engine_error", exc.status_code)
+
+
+def _worst_case_tokens(body: dict[str, Any], body_bytes: int, max_model_len: int) -> int:
+    """An upper bound on what this request can cost in tokens: every prompt token is at least one byte."""
+    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    completion = limit if isinstance(limit, int) and limit > 0 else max_model_len
+    n = body.get("n")
+    choices = n if isinstance(n, int) and n > 0 else 1
+    return body_bytes + completion * choices
 
 
 def _tokens(usage: dict[str, Any]) -> Tokens:

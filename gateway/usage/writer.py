@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.db import is_unavailable
 from gateway.errors import DatabaseUnavailable
@@ -19,14 +20,19 @@ log = logging.getLogger(__name__)
 
 _TABLE = UsageRecord.__table__  # type: ignore[attr-defined]
 # A request_id already present means the row was written: never count a request twice.
-_INSERT = insert(_TABLE).on_conflict_do_nothing(index_elements=["request_id"])
+_INSERT = insert(_TABLE).on_conflict_do_nothing(index_elements=["request_id"]).returning(_TABLE.c.request_id)
+
+# Called inside the usage transaction with the rows that were new: billing rates them there, so a usage row
+# and its charge are committed together or not at all.
+OnCommit = Callable[[AsyncConnection, list[dict[str, Any]]], Awaitable[None]]
 
 
 class UsageWriter:
     """One background task drains a queue of rows and inserts each batch in a single transaction."""
 
-    def __init__(self, engine: AsyncEngine, max_batch: int = 1000) -> None:
+    def __init__(self, engine: AsyncEngine, max_batch: int = 1000, on_commit: OnCommit | None = None) -> None:
         self._engine = engine
+        self._on_commit = on_commit
         self._max_batch = max_batch
         self._queue: asyncio.Queue[tuple[dict[str, Any], asyncio.Future[None]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -74,7 +80,9 @@ class UsageWriter:
 
     async def _write(self, rows: list[dict[str, Any]]) -> None:
         async with self._engine.begin() as conn:
-            await conn.execute(_INSERT, rows)
+            new = {r.request_id for r in await conn.execute(_INSERT.values(rows))}
+            if self._on_commit is not None and new:
+                await self._on_commit(conn, [r for r in rows if r["request_id"] in new])
 
 
 def usage_row(

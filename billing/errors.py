@@ -1,0 +1,33 @@
+"""Billing's own errors; the gateway maps them to HTTP in its one error table.
+
+BillingError
+├── InsufficientQuota     trial and prepaid credit used up (HTTP 429 insufficient_quota)
+├── UnknownAccount        no billing account for that tenant (404)
+├── InvalidBillingInput   a bad price, amount or period (400)
+└── StripeUnavailable     Stripe could not be reached; the outbox retries later
+"""
+
+from __future__ import annotations
+
+
+class BillingError(Exception):
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class InsufficientQuota(BillingError):
+    pass
+
+
+class UnknownAccount(BillingError):
+    pass
+
+
+class InvalidBillingInput(BillingError):
+    pass
+
+
+class StripeUnavailable(BillingError):
+    pass
