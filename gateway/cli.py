@@ -1,14 +1,16 @@
-"""Command line: `python -m gateway serve | migrate`."""
+"""Command line: `python -m gateway serve | migrate | billing …`."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import sys
 
 from gateway.settings import Settings
 
 
-def _serve(settings: Settings) -> None:
+def _serve(settings: Settings, args: argparse.Namespace) -> None:
     import uvicorn
 
     uvicorn.run(
@@ -23,24 +25,69 @@ def _serve(settings: Settings) -> None:
     )
 
 
-def _migrate(settings: Settings) -> None:
+def _migrate(settings: Settings, args: argparse.Namespace) -> None:
     from gateway.migrate import upgrade
 
+    upgrade(_database_url(settings))
+    print("database is at the latest migration")
+
+
+def _database_url(settings: Settings) -> str:
     if not settings.database.url:
         raise SystemExit("DATABASE_URL is not set")
-    upgrade(settings.database.url)
-    print("database is at the latest migration")
+    return settings.database.url
+
+
+async def _with_db(settings: Settings, work: object) -> object:
+    from gateway import db
+
+    engine = db.create_engine(settings.database)
+    try:
+        async with engine.begin() as conn:
+            return await work(conn)  # type: ignore[operator]
+    finally:
+        await engine.dispose()
+
+
+def _close_period(settings: Settings, args: argparse.Namespace) -> None:
+    from billing import invoices
+
+    _database_url(settings)
+    closed = asyncio.run(_with_db(settings, lambda conn: invoices.close_period(conn, args.period)))
+    assert isinstance(closed, list)
+    for inv in closed:
+        print(f"{inv['id']}  {inv['tenant_id']}  {inv['period']}  {inv['total_minor']} {inv['currency']} (minor units)")
+    print(f"{len(closed)} invoices for {args.period}")
+
+
+def _reconcile(settings: Settings, args: argparse.Namespace) -> None:
+    from gateway.accounts.reconcile import reconcile, render
+
+    _database_url(settings)
+    report = asyncio.run(_with_db(settings, reconcile))
+    assert isinstance(report, list)
+    print(render(report))
+    if any(r.problems for r in report):
+        sys.exit(1)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m gateway", description="The LoRA gateway.")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", help="run the gateway (settings from the environment)")
-    sub.add_parser("migrate", help="apply database migrations (alembic upgrade head)")
+    sub.add_parser("serve", help="run the gateway (settings from the environment)").set_defaults(run=_serve)
+    sub.add_parser("migrate", help="apply database migrations (alembic upgrade head)").set_defaults(run=_migrate)
+    billing = sub.add_parser("billing", help="operator commands for billing").add_subparsers(
+        dest="billing", required=True
+    )
+    close = billing.add_parser("close-period", help="invoice every tenant for a month (idempotent)")
+    close.add_argument("period", help="YYYY-MM")
+    close.set_defaults(run=_close_period)
+    billing.add_parser(
+        "reconcile", help="usage vs charged vs invoiced tokens per tenant; exit 1 on any difference"
+    ).set_defaults(run=_reconcile)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = Settings()
-    {"serve": _serve, "migrate": _migrate}[args.command](settings)
+    args.run(Settings(), args)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from litestar import Controller, get, post
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billing import invoices, ledger, prices, reports
+from gateway.accounts import reconcile
 from gateway.accounts.schemas import (
     ClosePeriod,
     CreditCreate,
@@ -114,6 +115,13 @@ class AdminBillingController(Controller):
     @get("/tenants/{tenant_id:str}/invoices")
     async def tenant_invoices(self, tenant_id: str, db_engine: AsyncEngine) -> dict[str, Any]:
         return await _invoices(db_engine, tenant_id)
+
+    @get("/billing/reconcile")
+    async def reconciliation(self, db_engine: AsyncEngine) -> dict[str, Any]:
+        """Usage vs charged vs invoiced tokens per tenant; `ok` is false on any difference."""
+        async with db_engine.connect() as conn:
+            report = await reconcile.reconcile(conn)
+        return {"ok": not any(r.problems for r in report), "data": reconcile.as_dicts(report)}
 
     @post("/billing/close-period", status_code=200)
     async def close_period(self, data: ClosePeriod, db_engine: AsyncEngine) -> dict[str, Any]:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -120,3 +123,36 @@ def test_close_period_is_idempotent_and_lines_add_up(gateway: Any, admin: httpx.
     assert [i["id"] for i in listed] == [inv["id"]]
     assert admin.get(f"/admin/tenants/{t['id']}/invoices").json()["data"][0]["id"] == inv["id"]
     assert admin.post("/admin/billing/close-period", json={"period": "11-2026"}).status_code == 400
+
+
+def test_reconciliation_finds_no_difference_and_flags_a_planted_one(
+    gateway: Any, admin: httpx.Client, register_adapter: Any, sql: Sql, gateway_env: dict[str, str]
+) -> None:
+    t = tenant_with_adapter(admin, register_adapter, billing_mode="postpaid", trial_tokens=10)
+    for _ in range(2):
+        assert call(gateway, t).status_code == 200
+    period = datetime.now(UTC).strftime("%Y-%m")
+    admin.post("/admin/billing/close-period", json={"period": period})
+    report = {r["tenant_id"]: r for r in admin.get("/admin/billing/reconcile").json()["data"]}
+    assert report[t["id"]]["problems"] == [] and report[t["id"]]["usage_tokens"] > 0
+    assert report[t["id"]]["invoiced_tokens"] == report[t["id"]]["usage_tokens"]
+
+    # a usage row that was never charged: the report must say so, and the CLI must fail
+    planted = tenant_with_adapter(admin, register_adapter, billing_mode="postpaid", trial_tokens=0)
+    sql.fetch(
+        "INSERT INTO usage_records (request_id, tenant_id, api_key_id, model, base_model, endpoint, stream,"
+        " prompt_tokens, completion_tokens, status, http_status, started_at, finished_at, latency_ms)"
+        " SELECT 'req_planted_' || $1, $1, id, 'x', 'tiny-base', '/v1/completions', false, 5, 5, 'ok', 200,"
+        " now(), now(), 1 FROM api_keys WHERE tenant_id = $1",
+        planted["id"],
+    )
+    report = {r["tenant_id"]: r for r in admin.get("/admin/billing/reconcile").json()["data"]}
+    assert report[planted["id"]]["problems"] and "charged 0/0" in report[planted["id"]]["problems"][0]
+    cli = subprocess.run(
+        [sys.executable, "-m", "gateway", "billing", "reconcile"],
+        env={**os.environ, **gateway_env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert cli.returncode == 1 and "MISMATCH" in cli.stdout

@@ -1,0 +1,109 @@
+"""Reconciliation: usage tokens vs charged tokens vs invoiced tokens, and the ledger's running balances.
+
+Any difference is a failure: the report says which tenant and which column.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+_QUERY = sa.text(
+    """
+    WITH usage AS (
+        SELECT tenant_id, count(*) AS requests, sum(prompt_tokens + completion_tokens) AS tokens
+        FROM usage_records GROUP BY tenant_id
+    ), charged AS (
+        SELECT tenant_id, count(*) AS requests, sum(prompt_tokens + completion_tokens) AS tokens
+        FROM ledger_entries WHERE kind = 'charge' GROUP BY tenant_id
+    ), charged_closed AS (
+        SELECT l.tenant_id, sum(l.prompt_tokens + l.completion_tokens) AS tokens, sum(-l.amount_micros) AS micros
+        FROM ledger_entries l JOIN invoices i ON i.tenant_id = l.tenant_id AND i.period = l.period
+        WHERE l.kind = 'charge' GROUP BY l.tenant_id
+    ), invoiced AS (
+        SELECT i.tenant_id, sum(li.prompt_tokens + li.completion_tokens) AS tokens, sum(li.amount_micros) AS micros
+        FROM invoices i JOIN invoice_lines li ON li.invoice_id = i.id GROUP BY i.tenant_id
+    ), running AS (
+        SELECT tenant_id, count(*) FILTER (WHERE balance_after_micros <> run_money OR trial_after <> run_trial) AS bad
+        FROM (
+            SELECT tenant_id, balance_after_micros, trial_after,
+                   sum(amount_micros) OVER w AS run_money, sum(trial_delta) OVER w AS run_trial
+            FROM ledger_entries WINDOW w AS (PARTITION BY tenant_id ORDER BY id)
+        ) x GROUP BY tenant_id
+    )
+    SELECT t.id AS tenant_id, t.name,
+           coalesce(u.requests, 0) AS usage_requests, coalesce(u.tokens, 0) AS usage_tokens,
+           coalesce(c.requests, 0) AS charged_requests, coalesce(c.tokens, 0) AS charged_tokens,
+           coalesce(cc.tokens, 0) AS closed_charged_tokens, coalesce(cc.micros, 0) AS closed_charged_micros,
+           coalesce(iv.tokens, 0) AS invoiced_tokens, coalesce(iv.micros, 0) AS invoiced_micros,
+           coalesce(r.bad, 0) AS bad_balances
+    FROM tenants t
+    LEFT JOIN usage u ON u.tenant_id = t.id
+    LEFT JOIN charged c ON c.tenant_id = t.id
+    LEFT JOIN charged_closed cc ON cc.tenant_id = t.id
+    LEFT JOIN invoiced iv ON iv.tenant_id = t.id
+    LEFT JOIN running r ON r.tenant_id = t.id
+    ORDER BY t.name
+    """
+)
+
+
+@dataclass
+class TenantReconciliation:
+    tenant_id: str
+    name: str
+    usage_requests: int
+    usage_tokens: int
+    charged_requests: int
+    charged_tokens: int
+    invoiced_tokens: int
+    invoiced_micros: int
+    closed_charged_tokens: int
+    closed_charged_micros: int
+    bad_balances: int
+    problems: list[str]
+
+
+def _problems(r: Any) -> list[str]:
+    out = []
+    if r.usage_requests != r.charged_requests or r.usage_tokens != r.charged_tokens:
+        out.append(
+            f"usage {r.usage_requests} requests/{r.usage_tokens} tokens ≠ "
+            f"charged {r.charged_requests}/{r.charged_tokens}"
+        )
+    if r.invoiced_tokens != r.closed_charged_tokens or r.invoiced_micros != r.closed_charged_micros:
+        out.append(
+            f"invoiced {r.invoiced_tokens} tokens/{r.invoiced_micros} µ ≠ "
+            f"charged in closed periods {r.closed_charged_tokens}/{r.closed_charged_micros} µ"
+        )
+    if r.bad_balances:
+        out.append(f"{r.bad_balances} ledger entries whose running balance is not the sum of the entries before")
+    return out
+
+
+async def reconcile(conn: AsyncConnection) -> list[TenantReconciliation]:
+    rows = (await conn.execute(_QUERY)).all()
+    report = []
+    for r in rows:
+        numbers = {k: int(v) for k, v in r._mapping.items() if k not in ("tenant_id", "name")}
+        report.append(TenantReconciliation(tenant_id=r.tenant_id, name=r.name, **numbers, problems=_problems(r)))
+    return report
+
+
+def as_dicts(report: list[TenantReconciliation]) -> list[dict[str, Any]]:
+    return [asdict(r) for r in report]
+
+
+def render(report: list[TenantReconciliation]) -> str:
+    lines = [
+        f"{'tenant':<24} {'usage tokens':>13} {'charged':>13} {'invoiced':>13}  status",
+    ]
+    for r in report:
+        status = "ok" if not r.problems else "MISMATCH: " + "; ".join(r.problems)
+        lines.append(f"{r.name[:24]:<24} {r.usage_tokens:>13} {r.charged_tokens:>13} {r.invoiced_tokens:>13}  {status}")
+    bad = sum(1 for r in report if r.problems)
+    lines.append(f"\n{len(report)} tenants, {bad} with differences")
+    return "\n".join(lines)
