@@ -4,7 +4,8 @@ BillingError
 ├── InsufficientQuota     trial and prepaid credit used up (HTTP 429 insufficient_quota)
 ├── UnknownAccount        no billing account for that tenant (404)
 ├── InvalidBillingInput   a bad price, amount or period (400)
-└── StripeUnavailable     Stripe could not be reached; the outbox retries later
+├── StripeUnavailable     Stripe could not be reached (or answered 429/5xx); the outbox retries later
+└── StripeRejected        Stripe refused a call (4xx) or is not configured; retried later, logged as an error
 """
 
 from __future__ import annotations
@@ -30,4 +31,8 @@ class InvalidBillingInput(BillingError):
 
 
 class StripeUnavailable(BillingError):
+    pass
+
+
+class StripeRejected(BillingError):
     pass

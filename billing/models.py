@@ -29,6 +29,9 @@ class BillingAccount(SQLModel, table=True):
     mode: str = Field(default="prepaid", max_length=10)
     currency: str = Field(default="usd", max_length=3)
     stripe_customer_id: str | None = Field(default=None, max_length=100)
+    stripe_subscription_id: str | None = Field(
+        default=None, max_length=100, description="the $0 subscription Stripe invoices our usage under"
+    )
     created_at: datetime = _tz(default_now=True)
 
 
@@ -117,11 +120,14 @@ class StripeOutbox(SQLModel, table=True):
     """Work for the Stripe worker: one row per closed invoice, drained with retries and idempotency keys."""
 
     __tablename__ = "stripe_outbox"
+    __table_args__ = (
+        sa.Index("ix_stripe_outbox_due", "next_attempt_at", postgresql_where=sa.text("status = 'pending'")),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     invoice_id: str = Field(foreign_key="invoices.id", max_length=40, unique=True)
     status: str = Field(default="pending", max_length=10, description="pending | done")
-    attempts: int = 0
+    attempts: int = Field(default=0, description="tries so far, failed or not")
     next_attempt_at: datetime = _tz(default_now=True)
     last_error: str | None = Field(default=None, max_length=1000)
     created_at: datetime = _tz(default_now=True)

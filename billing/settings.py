@@ -26,3 +26,20 @@ class BillingSettings(BaseSettings):
     stripe_webhook_secret: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("STRIPE_WEBHOOK_SECRET")
     )
+    stripe_timeout_seconds: float = Field(default=30.0, validation_alias=AliasChoices("STRIPE_TIMEOUT_SECONDS"))
+    stripe_network_retries: int = Field(
+        default=2,
+        validation_alias=AliasChoices("STRIPE_NETWORK_RETRIES"),
+        description="Retries inside one call (same idempotency key); the outbox retries later beyond that.",
+    )
+    stripe_sync_interval_seconds: float = Field(
+        default=30.0,
+        validation_alias=AliasChoices("STRIPE_SYNC_INTERVAL_SECONDS"),
+        description="How often the gateway's worker drains the Stripe outbox (when STRIPE_API_KEY is set).",
+    )
+    stripe_backoff_base_seconds: float = Field(
+        default=30.0, validation_alias=AliasChoices("STRIPE_BACKOFF_BASE_SECONDS")
+    )
+    stripe_backoff_cap_seconds: float = Field(
+        default=3600.0, validation_alias=AliasChoices("STRIPE_BACKOFF_CAP_SECONDS")
+    )
