@@ -15,11 +15,12 @@ from litestar.openapi import OpenAPIConfig
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from billing import ledger
+from billing import ledger, stripe_sync
 from billing.admission import Admission
 from billing.ledger import AccountDefaults
 from gateway import db
 from gateway.accounts.routes import AdminBillingController, TenantBillingController
+from gateway.accounts.webhooks import stripe_webhook
 from gateway.adapters import service as adapters
 from gateway.adapters.routes import AdapterController
 from gateway.adapters.storage import AdapterStore
@@ -67,6 +68,11 @@ def _lifespan(settings: Settings) -> Any:
         admission = Admission(db_engine, defaults, settings.billing.price_cache_seconds)
         writer.start()
         reconcile = asyncio.create_task(_reconcile_engine(engine, db_engine), name="engine-reconcile")
+        stripe_worker = (
+            asyncio.create_task(stripe_sync.run_forever(db_engine, settings.billing), name="stripe-sync")
+            if settings.billing.stripe_api_key is not None
+            else None
+        )
         app.state.update(
             db_engine=db_engine,
             sessions=db.session_factory(db_engine),
@@ -79,6 +85,8 @@ def _lifespan(settings: Settings) -> Any:
             yield
         finally:
             reconcile.cancel()
+            if stripe_worker is not None:
+                stripe_worker.cancel()
             await writer.stop()
             await engine.aclose()
             await db_engine.dispose()
@@ -115,6 +123,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             TenantBillingController,
             AdminController,
             AdminBillingController,
+            stripe_webhook,
         ],
         lifespan=[_lifespan(settings)],
         state=State({"settings": settings}),

@@ -1,0 +1,86 @@
+"""Stripe webhooks: verify the signature, then mark our invoices paid and credit prepaid top-ups, once each.
+
+Stripe delivers at least once and sends both `invoice.paid` and `invoice.payment_succeeded` for one payment,
+so every effect is keyed on the Stripe invoice id: a payment entry `stripe-paid-<in_…>`, a credit entry
+`stripe-topup-<in_…>` (the ledger's unique idempotency key), and an invoice turns paid only from open.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import sqlalchemy as sa
+import stripe
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from billing.errors import InvalidBillingInput
+from billing.ledger import INVOICES, add_entry
+from billing.settings import BillingSettings
+
+log = logging.getLogger(__name__)
+TOLERANCE_SECONDS = 300
+PAID_EVENTS = frozenset({"invoice.paid", "invoice.payment_succeeded"})
+
+
+def verify(payload: bytes, signature: str | None, settings: BillingSettings) -> dict[str, Any]:
+    """The event, if `Stripe-Signature` proves it came from Stripe in the last 5 minutes; else 400."""
+    if settings.stripe_webhook_secret is None:
+        raise InvalidBillingInput("Stripe webhooks are not configured (STRIPE_WEBHOOK_SECRET is not set).")
+    if not signature:
+        raise InvalidBillingInput("Missing Stripe-Signature header.", param="Stripe-Signature")
+    try:
+        text = payload.decode("utf-8")
+        stripe.WebhookSignature.verify_header(
+            text, signature, settings.stripe_webhook_secret.get_secret_value(), TOLERANCE_SECONDS
+        )
+        event = json.loads(text)
+    except stripe.SignatureVerificationError as exc:
+        raise InvalidBillingInput(f"Invalid Stripe signature: {exc.user_message or exc}.") from exc
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InvalidBillingInput("The webhook body is not JSON.") from exc
+    if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+        raise InvalidBillingInput("The webhook body is not a Stripe event.")
+    return event
+
+
+async def apply(conn: AsyncConnection, event: dict[str, Any]) -> dict[str, Any]:
+    """Apply a verified event in the caller's transaction; unknown events and others' invoices are ignored."""
+    obj = (event.get("data") or {}).get("object") or {}
+    handled = None
+    if event["type"] in PAID_EVENTS and obj.get("object") == "invoice" and obj.get("id"):
+        meta = obj.get("metadata") or {}
+        if meta.get("kind") == "topup":
+            handled = await _credit_top_up(conn, obj, meta)
+        else:
+            handled = await _mark_paid(conn, obj, meta)
+    if handled is None:
+        log.info("Stripe event %s (%s) ignored", event.get("id"), event["type"])
+    return {"received": True, "id": event.get("id"), "type": event["type"], "handled": handled}
+
+
+async def _mark_paid(conn: AsyncConnection, obj: dict[str, Any], meta: dict[str, Any]) -> str | None:
+    stripe_id = str(obj["id"])
+    ours = sa.or_(INVOICES.c.stripe_invoice_id == stripe_id, INVOICES.c.id == str(meta.get("lgw_invoice_id", "")))
+    inv = (await conn.execute(sa.select(INVOICES).where(ours).limit(1))).first()
+    if inv is None:
+        return None
+    await conn.execute(
+        sa.update(INVOICES).where(INVOICES.c.id == inv.id, INVOICES.c.status == "open").values(status="paid")
+    )
+    amount = int(obj.get("amount_paid") or 0) or inv.total_minor
+    if amount > 0:
+        await add_entry(conn, inv.tenant_id, "payment", amount, f"Stripe {stripe_id} paid {inv.id}",
+                        idempotency_key=f"stripe-paid-{stripe_id}")  # fmt: skip
+    return "invoice_paid"
+
+
+async def _credit_top_up(conn: AsyncConnection, obj: dict[str, Any], meta: dict[str, Any]) -> str:
+    tenant_id, amount = meta.get("tenant_id"), meta.get("amount")
+    if not tenant_id or not str(amount or "").isdigit():
+        raise InvalidBillingInput("A top-up invoice needs metadata tenant_id and amount (minor units).")
+    stripe_id = str(obj["id"])
+    await add_entry(conn, str(tenant_id), "credit", int(str(amount)), f"Stripe top-up {stripe_id}",
+                    idempotency_key=f"stripe-topup-{stripe_id}")  # fmt: skip
+    return "topup_credited"
