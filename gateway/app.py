@@ -25,6 +25,7 @@ from gateway.adapters import service as adapters
 from gateway.adapters.routes import AdapterController
 from gateway.adapters.storage import AdapterStore
 from gateway.admin.routes import AdminController
+from gateway.admin.usage_routes import AdminUsageController
 from gateway.auth.service import Caller, authenticate
 from gateway.engine.client import EngineClient
 from gateway.errors import EXCEPTION_HANDLERS, EngineError
@@ -124,6 +125,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             AdminController,
             AdminBillingController,
             stripe_webhook,
+            AdminUsageController,
         ],
         lifespan=[_lifespan(settings)],
         state=State({"settings": settings}),

@@ -18,6 +18,7 @@ from gateway.settings import DatabaseSettings
 def metadata() -> type[SQLModel]:
     """SQLModel with every table registered (Alembic and tests import through here)."""
     from gateway.adapters import models as _adapters  # noqa: F401
+    from gateway.audit import models as _audit  # noqa: F401
     from gateway.auth import models as _auth  # noqa: F401
     from gateway.usage import models as _usage  # noqa: F401
 

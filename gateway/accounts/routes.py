@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from litestar import Controller, get, post
+from litestar import Controller, Request, get, post
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billing import invoices, ledger, prices, reports
@@ -19,8 +19,14 @@ from gateway.accounts.schemas import (
     usage_json,
 )
 from gateway.admin.guard import admin_guard
+from gateway.audit import service as audit
+from gateway.audit.service import client_ip
 from gateway.auth.service import Caller
 from gateway.proxy.service import ProxyService
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
 
 
 async def _usage(db: AsyncEngine, tenant_id: str, start: datetime | None, end: datetime | None) -> dict[str, Any]:
@@ -69,7 +75,9 @@ class AdminBillingController(Controller):
     tags = ["Admin", "Billing"]
 
     @post("/prices", status_code=201)
-    async def set_price(self, data: PriceCreate, db_engine: AsyncEngine, proxy: ProxyService) -> dict[str, Any]:
+    async def set_price(
+        self, request: Request[Any, Any, Any], data: PriceCreate, db_engine: AsyncEngine, proxy: ProxyService
+    ) -> dict[str, Any]:
         """A new price version for a base model or a deployment; never re-rates the past."""
         async with db_engine.begin() as conn:
             price = await prices.set_price(
@@ -81,6 +89,7 @@ class AdminBillingController(Controller):
                 data.effective_from,
             )
         proxy.admission.forget_prices()
+        await audit.record(db_engine, "admin", "price.set", data.model, _jsonable(price), client_ip(request))
         return price
 
     @get("/prices")
@@ -89,14 +98,18 @@ class AdminBillingController(Controller):
             return {"object": "list", "data": await prices.list_prices(conn)}
 
     @post("/tenants/{tenant_id:str}/credits", status_code=201)
-    async def add_credit(self, tenant_id: str, data: CreditCreate, db_engine: AsyncEngine) -> dict[str, Any]:
+    async def add_credit(
+        self, request: Request[Any, Any, Any], tenant_id: str, data: CreditCreate, db_engine: AsyncEngine
+    ) -> dict[str, Any]:
         """Top up a tenant's prepaid credit (minor units)."""
         async with db_engine.begin() as conn:
             entry = await ledger.add_entry(
                 conn, tenant_id, "credit", data.amount, data.note or None, data.idempotency_key
             )
-            return {"object": "credit", "id": entry["id"], "tenant_id": tenant_id, "amount": data.amount,
-                    "balance": balance_json(await ledger.balance(conn, tenant_id))}  # fmt: skip
+            balance = balance_json(await ledger.balance(conn, tenant_id))
+        detail = {"amount": data.amount, "note": data.note, "entry_id": entry["id"]}
+        await audit.record(db_engine, "admin", "credit.add", tenant_id, detail, client_ip(request))
+        return {"object": "credit", "id": entry["id"], "tenant_id": tenant_id, "amount": data.amount, "balance": balance}
 
     @get("/tenants/{tenant_id:str}/balance")
     async def tenant_balance(self, tenant_id: str, db_engine: AsyncEngine) -> dict[str, Any]:
@@ -124,8 +137,11 @@ class AdminBillingController(Controller):
         return {"ok": not any(r.problems for r in report), "data": reconcile.as_dicts(report)}
 
     @post("/billing/close-period", status_code=200)
-    async def close_period(self, data: ClosePeriod, db_engine: AsyncEngine) -> dict[str, Any]:
+    async def close_period(
+        self, request: Request[Any, Any, Any], data: ClosePeriod, db_engine: AsyncEngine
+    ) -> dict[str, Any]:
         """One invoice per tenant with charges in the period; closing again returns the same invoices."""
+        await audit.record(db_engine, "admin", "billing.close_period", data.period, None, client_ip(request))
         async with db_engine.begin() as conn:
             closed = await invoices.close_period(conn, data.period)
         return {"object": "list", "period": data.period, "data": [invoice_json(i) for i in closed]}

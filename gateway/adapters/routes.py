@@ -6,12 +6,15 @@ from typing import Any, BinaryIO
 
 from litestar import Controller, Request, delete, get, post
 from litestar.datastructures import UploadFile
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.adapters import service
 from gateway.adapters.schemas import DeploymentList, DeploymentPublic
 from gateway.adapters.storage import AdapterStore
 from gateway.adapters.upload import UploadLimits, deploy_upload
+from gateway.audit import service as audit
+from gateway.audit.service import client_ip as _ip
 from gateway.auth.service import Caller
 from gateway.engine.client import EngineClient
 from gateway.errors import InvalidRequest, LengthRequired, PayloadTooLarge
@@ -71,6 +74,7 @@ class AdapterController(Controller):
         db_session: AsyncSession,
         engine: EngineClient,
         adapter_store: AdapterStore,
+        db_engine: AsyncEngine,
     ) -> DeploymentPublic:
         """Upload a PEFT LoRA adapter and deploy it on the shared engine (seconds)."""
         settings: Settings = request.app.state.settings
@@ -87,6 +91,8 @@ class AdapterController(Controller):
             base_model,
             files,
         )
+        detail = {"tenant_id": caller.tenant_id, "name": adapter.name, "status": adapter.status}
+        await audit.record(db_engine, caller.key_id, "adapter.upload", adapter.id, detail, _ip(request))
         return DeploymentPublic.of(adapter)
 
     @get("/")
@@ -102,12 +108,16 @@ class AdapterController(Controller):
     @delete("/{deployment_id:str}", status_code=200)
     async def delete_deployment(
         self,
+        request: Request[Any, Any, Any],
         deployment_id: str,
         caller: Caller,
         db_session: AsyncSession,
         engine: EngineClient,
         adapter_store: AdapterStore,
+        db_engine: AsyncEngine,
     ) -> dict[str, Any]:
         adapter = await service.get_owned(db_session, caller.tenant_id, deployment_id)
         await service.delete(db_session, engine, adapter_store, adapter)
+        detail = {"tenant_id": caller.tenant_id, "name": adapter.name}
+        await audit.record(db_engine, caller.key_id, "adapter.delete", adapter.id, detail, _ip(request))
         return {"id": adapter.id, "object": "deployment", "deleted": True}

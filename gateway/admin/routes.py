@@ -1,17 +1,20 @@
-"""Admin API: tenants, keys, adapter registration. Thin: parse, call the service, shape the answer."""
+"""Admin API: tenants, keys, deployments, audit. Thin: parse, call the service, record it, shape the answer."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from litestar import Controller, delete, post
+from litestar import Controller, Request, delete, get, patch, post
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing import ledger
 from gateway.adapters import service as adapters
+from gateway.admin import service as admin
 from gateway.admin.guard import admin_guard
 from gateway.admin.schemas import (
     AdapterPublic,
@@ -19,8 +22,11 @@ from gateway.admin.schemas import (
     KeyCreate,
     KeyCreated,
     TenantCreate,
+    TenantPatch,
     TenantPublic,
 )
+from gateway.audit import service as audit
+from gateway.audit.service import client_ip as _ip
 from gateway.auth import service as auth
 from gateway.engine.client import EngineClient
 from gateway.errors import InvalidRequest
@@ -48,9 +54,19 @@ class AdminController(Controller):
     guards = [admin_guard]
     tags = ["Admin"]
 
+    @get("/tenants")
+    async def list_tenants(self, db_engine: AsyncEngine) -> dict[str, Any]:
+        """Every tenant with its state, key and deployment counts, balance and trial."""
+        return {"object": "list", "data": await admin.list_tenants(db_engine)}
+
     @post("/tenants", status_code=201)
     async def create_tenant(
-        self, data: TenantCreate, db_session: AsyncSession, db_engine: AsyncEngine, settings: Settings
+        self,
+        request: Request[Any, Any, Any],
+        data: TenantCreate,
+        db_session: AsyncSession,
+        db_engine: AsyncEngine,
+        settings: Settings,
     ) -> TenantPublic:
         """A tenant and its billing account (with its free-trial grant)."""
         mode = data.billing_mode or settings.billing.default_mode
@@ -60,32 +76,99 @@ class AdminController(Controller):
         tenant = await auth.create_tenant(db_session, _clean_name(data.name, "Tenant"))
         async with db_engine.begin() as conn:
             await ledger.open_account(conn, tenant.id, mode, trial, settings.billing.currency)
+        detail = {"name": tenant.name, "billing_mode": mode, "trial_tokens": trial}
+        await audit.record(db_engine, "admin", "tenant.create", tenant.id, detail, _ip(request))
         return TenantPublic(tenant.id, tenant.name, tenant.created_at, billing_mode=mode, trial_tokens=trial)
 
+    @get("/tenants/{tenant_id:str}")
+    async def get_tenant(self, tenant_id: str, db_engine: AsyncEngine) -> dict[str, Any]:
+        return await admin.get_tenant(db_engine, tenant_id)
+
+    @patch("/tenants/{tenant_id:str}")
+    async def patch_tenant(
+        self,
+        request: Request[Any, Any, Any],
+        tenant_id: str,
+        data: TenantPatch,
+        db_session: AsyncSession,
+        db_engine: AsyncEngine,
+    ) -> dict[str, Any]:
+        """Rename or suspend/resume a tenant. A suspended tenant's keys get 403; nothing is deleted."""
+        name = _clean_name(data.name, "Tenant") if data.name is not None else None
+        await admin.patch_tenant(db_session, tenant_id, name, data.suspended)
+        changes = {k: v for k, v in (("name", name), ("suspended", data.suspended)) if v is not None}
+        await audit.record(db_engine, "admin", "tenant.update", tenant_id, changes, _ip(request))
+        return await admin.get_tenant(db_engine, tenant_id)
+
+    @get("/tenants/{tenant_id:str}/keys")
+    async def list_keys(self, tenant_id: str, db_engine: AsyncEngine) -> dict[str, Any]:
+        return {"object": "list", "data": await admin.list_keys(db_engine, tenant_id)}
+
     @post("/tenants/{tenant_id:str}/keys", status_code=201)
-    async def create_key(self, tenant_id: str, data: KeyCreate, db_session: AsyncSession) -> KeyCreated:
-        key, plaintext = await auth.create_key(db_session, tenant_id, data.name.strip())
-        return KeyCreated(
-            id=key.id,
-            tenant_id=key.tenant_id,
-            name=key.name,
-            prefix=key.prefix,
-            created_at=key.created_at,
-            key=plaintext,
+    async def create_key(
+        self,
+        request: Request[Any, Any, Any],
+        tenant_id: str,
+        data: KeyCreate,
+        db_session: AsyncSession,
+        db_engine: AsyncEngine,
+    ) -> KeyCreated:
+        key, plaintext = await auth.create_key(db_session, tenant_id, data.name.strip(), data.expires_at)
+        await audit.record(
+            db_engine,
+            "admin",
+            "key.create",
+            key.id,
+            {"tenant_id": tenant_id, "name": key.name, "prefix": key.prefix},
+            _ip(request),
         )
+        return KeyCreated(
+            id=key.id, tenant_id=key.tenant_id, name=key.name, prefix=key.prefix, created_at=key.created_at,
+            expires_at=key.expires_at, key=plaintext,
+        )  # fmt: skip
 
     @delete("/keys/{key_id:str}", status_code=204)
-    async def revoke_key(self, key_id: str, db_session: AsyncSession) -> None:
+    async def revoke_key(
+        self, request: Request[Any, Any, Any], key_id: str, db_session: AsyncSession, db_engine: AsyncEngine
+    ) -> None:
         await auth.revoke_key(db_session, key_id)
+        await audit.record(db_engine, "admin", "key.revoke", key_id, None, _ip(request))
+
+    @get("/deployments")
+    async def list_deployments(self, db_engine: AsyncEngine, tenant_id: str | None = None) -> dict[str, Any]:
+        """Every deployment (deleted ones too, with deleted_at), newest first."""
+        return {"object": "list", "data": await admin.list_deployments(db_engine, tenant_id)}
+
+    @get("/audit")
+    async def audit_log(
+        self,
+        db_engine: AsyncEngine,
+        actor: str | None = None,
+        action: str | None = None,
+        target: str | None = None,
+        since: datetime | None = None,
+        limit: int = 200,
+    ) -> dict[str, Any]:
+        """The audit log, newest first: who did what to what, when, from where."""
+        rows = await audit.query(db_engine, actor=actor, action=action, target=target, since=since, limit=limit)
+        return {"object": "list", "data": rows}
 
     @post("/tenants/{tenant_id:str}/adapters", status_code=201)
     async def register_adapter(
-        self, tenant_id: str, data: AdapterRegister, db_session: AsyncSession, engine: EngineClient
+        self,
+        request: Request[Any, Any, Any],
+        tenant_id: str,
+        data: AdapterRegister,
+        db_session: AsyncSession,
+        db_engine: AsyncEngine,
+        engine: EngineClient,
     ) -> AdapterPublic:
         await auth.get_tenant(db_session, tenant_id)
         path, rank = await asyncio.to_thread(_adapter_folder, data.path)
         info = await engine.info()
         a = await adapters.register(db_session, engine, info, tenant_id, _clean_name(data.name, "Adapter"), path, rank)
+        await audit.record(db_engine, "admin", "adapter.register", a.id, {"tenant_id": tenant_id, "name": a.name},
+                           _ip(request))  # fmt: skip
         return AdapterPublic(
             id=a.id, tenant_id=a.tenant_id, name=a.name, base_model=a.base_model, status=a.status,
             status_reason=a.status_reason, rank=a.rank, created_at=a.created_at,

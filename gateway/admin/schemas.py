@@ -23,6 +23,12 @@ class TenantPublic(msgspec.Struct):
 
 class KeyCreate(msgspec.Struct, forbid_unknown_fields=True):
     name: str = ""
+    expires_at: datetime | None = None
+
+
+class TenantPatch(msgspec.Struct, forbid_unknown_fields=True):
+    name: str | None = None
+    suspended: bool | None = None
 
 
 class KeyCreated(msgspec.Struct):
@@ -31,6 +37,7 @@ class KeyCreated(msgspec.Struct):
     name: str
     prefix: str
     created_at: datetime
+    expires_at: datetime | None
     key: str  # shown exactly once
 
 

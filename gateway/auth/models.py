@@ -15,6 +15,7 @@ class Tenant(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=40)
     name: str = Field(max_length=200, unique=True)
     created_at: datetime = tz_field(default_now=True)
+    suspended_at: datetime | None = tz_field(nullable=True)
 
 
 class ApiKey(SQLModel, table=True):
@@ -27,3 +28,4 @@ class ApiKey(SQLModel, table=True):
     key_hash: str = Field(max_length=64, unique=True)
     created_at: datetime = tz_field(default_now=True)
     revoked_at: datetime | None = tz_field(nullable=True)
+    expires_at: datetime | None = tz_field(nullable=True)

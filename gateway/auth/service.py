@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -13,12 +14,15 @@ from gateway import ids
 from gateway.auth.keys import KEY_PREFIX, display_prefix, generate_key, hash_key
 from gateway.auth.models import ApiKey, Tenant
 from gateway.db import guarded
-from gateway.errors import AuthenticationFailed, Conflict, NotFound
+from gateway.errors import AuthenticationFailed, Conflict, InvalidRequest, NotFound, PermissionDenied
 from gateway.timeutil import utcnow
 
 _KEYS = ApiKey.__table__  # type: ignore[attr-defined]
-_LOOKUP = sa.select(_KEYS.c.id, _KEYS.c.tenant_id).where(
-    _KEYS.c.key_hash == sa.bindparam("h"), _KEYS.c.revoked_at.is_(None)
+_TENANTS = Tenant.__table__  # type: ignore[attr-defined]
+_LOOKUP = (
+    sa.select(_KEYS.c.id, _KEYS.c.tenant_id, _KEYS.c.expires_at, _TENANTS.c.suspended_at)
+    .join(_TENANTS, _TENANTS.c.id == _KEYS.c.tenant_id)
+    .where(_KEYS.c.key_hash == sa.bindparam("h"), _KEYS.c.revoked_at.is_(None))
 )
 
 
@@ -44,8 +48,12 @@ async def authenticate(db: AsyncEngine, authorization: str | None) -> Caller:
         raise AuthenticationFailed(_BAD_KEY)
     async with guarded(), db.connect() as conn:
         row = (await conn.execute(_LOOKUP, {"h": hash_key(token)})).first()
-    if row is None:
+    if row is None or (row.expires_at is not None and row.expires_at <= utcnow()):
         raise AuthenticationFailed(_BAD_KEY)
+    if row.suspended_at is not None:
+        raise PermissionDenied(
+            "This account is suspended: its API keys cannot be used. Contact the operator.", code="account_suspended"
+        )
     return Caller(key_id=row.id, tenant_id=row.tenant_id)
 
 
@@ -67,9 +75,13 @@ async def get_tenant(session: AsyncSession, tenant_id: str) -> Tenant:
     return tenant
 
 
-async def create_key(session: AsyncSession, tenant_id: str, name: str) -> tuple[ApiKey, str]:
+async def create_key(
+    session: AsyncSession, tenant_id: str, name: str, expires_at: datetime | None = None
+) -> tuple[ApiKey, str]:
     """A new key for the tenant; the plaintext is returned once and never stored."""
     await get_tenant(session, tenant_id)
+    if expires_at is not None and (expires_at.tzinfo is None or expires_at <= utcnow()):
+        raise InvalidRequest("expires_at must be a future time with a timezone.", param="expires_at")
     plaintext = generate_key()
     key = ApiKey(
         id=ids.key_id(),
@@ -77,6 +89,7 @@ async def create_key(session: AsyncSession, tenant_id: str, name: str) -> tuple[
         name=name,
         prefix=display_prefix(plaintext),
         key_hash=hash_key(plaintext),
+        expires_at=expires_at,
     )
     session.add(key)
     await session.commit()

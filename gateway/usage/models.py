@@ -14,7 +14,11 @@ class UsageRecord(SQLModel, table=True):
     """The engine's own token counts for one request. `request_id` is unique: a row is never written twice."""
 
     __tablename__ = "usage_records"
-    __table_args__ = (sa.Index("ix_usage_tenant_started", "tenant_id", "started_at"),)
+    __table_args__ = (
+        sa.Index("ix_usage_tenant_started", "tenant_id", "started_at"),
+        sa.Index("ix_usage_key_started", "api_key_id", "started_at"),
+        sa.Index("ix_usage_started", "started_at"),
+    )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=sa.BigInteger)
     request_id: str = Field(max_length=40, unique=True)

@@ -1,0 +1,78 @@
+"""Usage queries for operators: filter, group, total; cost from the billing ledger (one charge per request)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from billing.ledger import LEDGER
+from gateway.db import guarded
+from gateway.errors import InvalidRequest
+from gateway.usage.models import UsageRecord
+
+_USAGE = UsageRecord.__table__  # type: ignore[attr-defined]
+GROUPS = ("day", "hour", "tenant", "model", "key", "status")
+
+
+@dataclass(frozen=True)
+class UsageFilter:
+    tenant_id: str | None = None
+    key_id: str | None = None
+    model: str | None = None  # the name the client used, a deployment id, or the base model
+    start: datetime | None = None
+    end: datetime | None = None
+
+
+def _group_column(group_by: str) -> sa.ColumnElement[Any]:
+    u = _USAGE.c
+    if group_by == "day":
+        return sa.func.to_char(sa.func.timezone("UTC", u.started_at), "YYYY-MM-DD").label("day")
+    if group_by == "hour":
+        return sa.func.to_char(sa.func.timezone("UTC", u.started_at), 'YYYY-MM-DD"T"HH24:00"Z"').label("hour")
+    if group_by == "tenant":
+        return u.tenant_id.label("tenant_id")
+    if group_by == "model":
+        return sa.func.coalesce(u.adapter_id, u.base_model).label("model")
+    if group_by == "key":
+        return u.api_key_id.label("key_id")
+    if group_by == "status":
+        return u.status.label("status")
+    raise InvalidRequest(f"group_by must be one of {', '.join(GROUPS)}.", param="group_by")
+
+
+async def usage_summary(db: AsyncEngine, f: UsageFilter, group_by: list[str]) -> list[dict[str, Any]]:
+    """Rows of the group columns plus requests, errors, prompt_tokens, completion_tokens, cost_micros."""
+    u = _USAGE.c
+    groups = [_group_column(g) for g in group_by]
+    stmt = (
+        sa.select(
+            *groups,
+            sa.func.count().label("requests"),
+            sa.func.count().filter(u.http_status >= 400).label("errors"),
+            sa.func.coalesce(sa.func.sum(u.prompt_tokens), 0).label("prompt_tokens"),
+            sa.func.coalesce(sa.func.sum(u.completion_tokens), 0).label("completion_tokens"),
+            sa.func.coalesce(sa.func.sum(-LEDGER.c.amount_micros), 0).label("cost_micros"),
+        )
+        .select_from(_USAGE.outerjoin(LEDGER, LEDGER.c.request_id == u.request_id))
+        .group_by(*groups)
+        .order_by(*groups)
+    )
+    if f.tenant_id:
+        stmt = stmt.where(u.tenant_id == f.tenant_id)
+    if f.key_id:
+        stmt = stmt.where(u.api_key_id == f.key_id)
+    if f.model:
+        stmt = stmt.where(sa.or_(u.model == f.model, u.adapter_id == f.model, u.base_model == f.model))
+    if f.start:
+        stmt = stmt.where(u.started_at >= f.start)
+    if f.end:
+        stmt = stmt.where(u.started_at < f.end)
+    async with guarded(), db.connect() as conn:
+        return [{k: (int(v) if k in _NUMBERS else v) for k, v in r._mapping.items()} for r in await conn.execute(stmt)]
+
+
+_NUMBERS = {"requests", "errors", "prompt_tokens", "completion_tokens", "cost_micros"}
