@@ -11,6 +11,7 @@ from typing import Any
 from litestar import Litestar, Request
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -30,6 +31,7 @@ from gateway.auth.service import Caller, authenticate
 from gateway.engine.client import EngineClient
 from gateway.errors import EXCEPTION_HANDLERS, EngineError
 from gateway.health.routes import healthz, readyz
+from gateway.metrics import Metrics, MetricsMiddleware, metrics_endpoint
 from gateway.proxy.routes import MaasController, OpenAIController
 from gateway.proxy.service import ProxyService
 from gateway.settings import Settings
@@ -59,16 +61,26 @@ def account_defaults(settings: Settings) -> AccountDefaults:
     return AccountDefaults(mode=b.default_mode, trial_tokens=b.trial_tokens, currency=b.currency)
 
 
-def _lifespan(settings: Settings) -> Any:
+async def _watch_engine(engine: EngineClient, metrics: Metrics, every_s: float = 5.0) -> None:
+    """Keep the engine-health gauge current."""
+    while True:
+        metrics.engine_up.set(1 if await engine.healthy() else 0)
+        await asyncio.sleep(every_s)
+
+
+def _lifespan(settings: Settings, metrics: Metrics) -> Any:
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         db_engine = db.create_engine(settings.database)
-        engine = EngineClient(settings.engine)
+        engine = EngineClient(
+            settings.engine, on_adapter_load=lambda result: metrics.adapter_loads.labels(result).inc()
+        )
         defaults = account_defaults(settings)
         writer = UsageWriter(db_engine, on_commit=lambda conn, rows: ledger.charge_usage(conn, rows, defaults))
         admission = Admission(db_engine, defaults, settings.billing.price_cache_seconds)
         writer.start()
         reconcile = asyncio.create_task(_reconcile_engine(engine, db_engine), name="engine-reconcile")
+        watch = asyncio.create_task(_watch_engine(engine, metrics), name="engine-health")
         stripe_worker = (
             asyncio.create_task(stripe_sync.run_forever(db_engine, settings.billing), name="stripe-sync")
             if settings.billing.stripe_api_key is not None
@@ -79,18 +91,20 @@ def _lifespan(settings: Settings) -> Any:
             sessions=db.session_factory(db_engine),
             engine=engine,
             writer=writer,
-            proxy=ProxyService(db_engine, engine, writer, admission),
+            proxy=ProxyService(db_engine, engine, writer, admission, metrics),
             adapter_store=AdapterStore(settings.storage.data_dir / "adapters"),
         )
         try:
             yield
         finally:
             reconcile.cancel()
+            watch.cancel()
             if stripe_worker is not None:
                 stripe_worker.cancel()
             await writer.stop()
             await engine.aclose()
             await db_engine.dispose()
+            metrics.process_exit()
 
     return lifespan
 
@@ -114,6 +128,7 @@ def _from_state(name: str) -> Provide:
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings()
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per engine call is noise
+    metrics = Metrics(settings.metrics)
     return Litestar(
         route_handlers=[
             healthz,
@@ -126,9 +141,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             AdminBillingController,
             stripe_webhook,
             AdminUsageController,
+            metrics_endpoint,
         ],
-        lifespan=[_lifespan(settings)],
-        state=State({"settings": settings}),
+        lifespan=[_lifespan(settings, metrics)],
+        middleware=[DefineMiddleware(MetricsMiddleware, metrics=metrics)],
+        state=State({"settings": settings, "metrics": metrics}),
         dependencies={
             "db_engine": _from_state("db_engine"),
             "engine": _from_state("engine"),

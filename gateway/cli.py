@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import shutil
 import sys
 
 from gateway.settings import Settings
@@ -12,6 +14,13 @@ from gateway.settings import Settings
 
 def _serve(settings: Settings, args: argparse.Namespace) -> None:
     import uvicorn
+
+    if settings.server.workers > 1 and not settings.metrics.multiproc_dir:
+        # Several processes: prometheus-client must share samples through files, set up before workers start.
+        folder = settings.storage.data_dir.resolve() / "prometheus-multiproc"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
 
     uvicorn.run(
         "gateway.app:create_app",

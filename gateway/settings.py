@@ -88,6 +88,19 @@ class StorageSettings(_Base):
     )
 
 
+class MetricsSettings(_Base):
+    tenant_labels: bool = Field(
+        default=False,
+        validation_alias=AliasChoices("METRICS_TENANT_LABELS"),
+        description="Add a tenant label to completion and token metrics (mind the cardinality).",
+    )
+    multiproc_dir: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PROMETHEUS_MULTIPROC_DIR"),
+        description="Shared folder for prometheus-client's multiprocess mode (set by `serve` for several workers).",
+    )
+
+
 class Settings(_Base):
     """All settings, one object handed to create_app()."""
 
@@ -98,6 +111,7 @@ class Settings(_Base):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     adapters: AdapterSettings = Field(default_factory=AdapterSettings)
     billing: BillingSettings = Field(default_factory=BillingSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
 
 def to_asyncpg_url(url: str) -> str:

@@ -109,7 +109,13 @@ class AdminBillingController(Controller):
             balance = balance_json(await ledger.balance(conn, tenant_id))
         detail = {"amount": data.amount, "note": data.note, "entry_id": entry["id"]}
         await audit.record(db_engine, "admin", "credit.add", tenant_id, detail, client_ip(request))
-        return {"object": "credit", "id": entry["id"], "tenant_id": tenant_id, "amount": data.amount, "balance": balance}
+        return {
+            "object": "credit",
+            "id": entry["id"],
+            "tenant_id": tenant_id,
+            "amount": data.amount,
+            "balance": balance,
+        }
 
     @get("/tenants/{tenant_id:str}/balance")
     async def tenant_balance(self, tenant_id: str, db_engine: AsyncEngine) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -80,10 +80,16 @@ async def _translate() -> AsyncIterator[None]:
 
 
 class EngineClient:
-    def __init__(self, settings: EngineSettings, http: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self,
+        settings: EngineSettings,
+        http: httpx.AsyncClient | None = None,
+        on_adapter_load: Callable[[str], None] | None = None,
+    ) -> None:
         if not settings.url:
             raise ValueError("ENGINE_URL is not set")
         self.settings = settings
+        self._on_load = on_adapter_load or (lambda result: None)
         headers = {}
         if settings.api_key:
             headers["Authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
@@ -158,13 +164,17 @@ class EngineClient:
 
     async def load_adapter(self, name: str, path: str) -> None:
         """Register an adapter with the engine; loading one that is already there is fine."""
-        async with _translate():
-            r = await self.http.post("/v1/load_lora_adapter", json={"lora_name": name, "lora_path": path})
-        if r.status_code == 200:
-            return
+        try:
+            async with _translate():
+                r = await self.http.post("/v1/load_lora_adapter", json={"lora_name": name, "lora_path": path})
+        except EngineError:
+            self._on_load("unavailable")
+            raise
         text = r.text
-        if r.status_code == 400 and "already" in text:
+        if r.status_code == 200 or (r.status_code == 400 and "already" in text):
+            self._on_load("loaded" if r.status_code == 200 else "already_loaded")
             return
+        self._on_load("failed")
         if r.status_code >= 500:
             log.warning("engine failed to load adapter %s: %s %s", name, r.status_code, text[:300])
             raise EngineFailed("The model engine failed to load the adapter.")

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,6 +21,7 @@ from gateway.adapters.service import Target
 from gateway.auth.service import Caller
 from gateway.engine.client import EngineClient, EngineModelMissing, parse_event
 from gateway.errors import EngineError, GatewayError
+from gateway.metrics import Metrics
 from gateway.timeutil import utcnow
 from gateway.usage.writer import UsageWriter, usage_row
 
@@ -42,6 +44,11 @@ class Call:
     ticket: Ticket
     request_id: str = field(default_factory=ids.request_id)
     started_at: datetime = field(default_factory=utcnow)
+    clock: float = field(default_factory=time.perf_counter)
+
+    @property
+    def kind(self) -> str:
+        return "base" if self.target.adapter_id is None else "adapter"
 
 
 @dataclass(slots=True)
@@ -51,11 +58,14 @@ class Tokens:
 
 
 class ProxyService:
-    def __init__(self, db: AsyncEngine, engine: EngineClient, writer: UsageWriter, admission: Admission) -> None:
+    def __init__(
+        self, db: AsyncEngine, engine: EngineClient, writer: UsageWriter, admission: Admission, metrics: Metrics
+    ) -> None:
         self.db = db
         self.engine = engine
         self.writer = writer
         self.admission = admission
+        self.metrics = metrics
 
     async def prepare(self, caller: Caller, endpoint: str, body: dict[str, Any], model: str, body_bytes: int) -> Call:
         """Resolve `model` within the caller's tenant, admit it against its quota, build the engine's body."""
@@ -84,6 +94,7 @@ class ProxyService:
         try:
             try:
                 answer = await self._with_reload(call, lambda: self.engine.post(call.endpoint, call.body))
+                self.metrics.upstream.labels(call.endpoint, call.kind).observe(time.perf_counter() - call.clock)
             except EngineError as exc:
                 await self._record_failure(call, exc)
                 raise
@@ -115,15 +126,20 @@ class ProxyService:
     ) -> AsyncIterator[bytes]:
         rename = _renamer(call.target.engine_model, call.client_model)
         recorded = False
+        first = True
         status = "client_closed"
         try:
             async for event in events:
+                if first and b'"content"' in event:
+                    first = False
+                    self.metrics.ttft.labels(call.endpoint, call.kind).observe(time.perf_counter() - call.clock)
                 if event == _DONE:
                     status = "ok"
                 elif b'"usage"' in event:
                     chunk = parse_event(event)
                     usage = chunk.get("usage") if chunk else None
                     if chunk is not None and isinstance(usage, dict) and not chunk.get("choices"):
+                        self.metrics.upstream.labels(call.endpoint, call.kind).observe(time.perf_counter() - call.clock)
                         # Committed before the client sees the end of the stream.
                         await self._record(call, _tokens(usage), "ok", 200)
                         recorded = True
@@ -179,6 +195,11 @@ class ProxyService:
                 finished_at=utcnow(),
             )
         )
+        # Counted only once committed, so the counters agree with the usage table.
+        m, extra = self.metrics, self.metrics.tenant(call.caller.tenant_id)
+        m.completions.labels(call.endpoint, t.base_model, call.kind, status, str(call.stream).lower(), *extra).inc()
+        m.tokens.labels("prompt", t.base_model, call.kind, *extra).inc(tokens.prompt)
+        m.tokens.labels("completion", t.base_model, call.kind, *extra).inc(tokens.completion)
 
     async def _record_failure(self, call: Call, exc: EngineError) -> None:
         """A call the engine refused or failed still leaves a row (with no tokens)."""

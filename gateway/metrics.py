@@ -1,0 +1,155 @@
+"""Every Prometheus collector of the gateway, created by the app (never at import), and the /metrics route.
+
+Label cardinality is bounded: routes are path templates, `model` is the base model (one per engine),
+`kind` tells base from adapter. A `tenant` label exists only when METRICS_TENANT_LABELS is on.
+With several worker processes (PROMETHEUS_MULTIPROC_DIR set, as `python -m gateway serve` does for
+GATEWAY_WORKERS > 1) every process writes its samples to that folder and a scrape sums them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import sqlalchemy as sa
+from litestar import Response, get
+from litestar.datastructures import State
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from sqlalchemy import exc as sa_exc
+
+from gateway.db import is_unavailable
+from gateway.settings import MetricsSettings
+
+log = logging.getLogger(__name__)
+
+_LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class Metrics:
+    def __init__(self, settings: MetricsSettings) -> None:
+        self.settings = settings
+        self.multiprocess = bool(settings.multiproc_dir)
+        r = self.registry = CollectorRegistry()
+        extra = ["tenant"] if settings.tenant_labels else []
+        self.http_requests = Counter(
+            "gateway_http_requests",
+            "HTTP requests by route template, method and status",
+            ["route", "method", "status"],
+            registry=r,
+        )  # fmt: skip
+        self.http_latency = Histogram(
+            "gateway_http_request_duration_seconds", "Whole request time as the client sees it", ["route"],
+            buckets=_LATENCY, registry=r,
+        )  # fmt: skip
+        self.in_flight = Gauge(
+            "gateway_in_flight_requests",
+            "Requests being served now",
+            ["route"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.completions = Counter(
+            "gateway_completions", "Completion calls that reached the engine, by outcome",
+            ["endpoint", "model", "kind", "status", "stream", *extra], registry=r,
+        )  # fmt: skip
+        self.tokens = Counter(
+            "gateway_tokens", "Tokens metered (committed to the usage table)", ["type", "model", "kind", *extra],
+            registry=r,
+        )  # fmt: skip
+        self.ttft = Histogram(
+            "gateway_time_to_first_token_seconds", "Time to the first streamed token", ["endpoint", "kind"],
+            buckets=_LATENCY, registry=r,
+        )  # fmt: skip
+        self.upstream = Histogram(
+            "gateway_upstream_duration_seconds", "Time spent waiting on the engine", ["endpoint", "kind"],
+            buckets=_LATENCY, registry=r,
+        )  # fmt: skip
+        self.engine_up = Gauge(
+            "gateway_engine_up", "1 if the engine answered its last health check", registry=r, multiprocess_mode="max"
+        )
+        self.adapter_loads = Counter(
+            "gateway_adapter_loads", "Adapter loads into the engine by result", ["result"], registry=r
+        )
+        self.outbox_backlog = Gauge(
+            "gateway_billing_outbox_backlog", "Invoices waiting to be sent to Stripe", registry=r,
+            multiprocess_mode="max",
+        )  # fmt: skip
+        self.db_pool_in_use = Gauge(
+            "gateway_db_pool_connections_in_use", "Database connections checked out", registry=r,
+            multiprocess_mode="livesum",
+        )  # fmt: skip
+        self.db_pool_size = Gauge(
+            "gateway_db_pool_connections", "Database connections open", registry=r, multiprocess_mode="livesum"
+        )
+
+    def tenant(self, tenant_id: str) -> list[str]:
+        """The extra label values: the tenant id only when per-tenant labels are on."""
+        return [tenant_id] if self.settings.tenant_labels else []
+
+    def render(self) -> bytes:
+        if not self.multiprocess:
+            return bytes(generate_latest(self.registry))
+        from prometheus_client import multiprocess
+
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged, path=self.settings.multiproc_dir)
+        return bytes(generate_latest(merged))
+
+    def process_exit(self) -> None:
+        if self.multiprocess:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(os.getpid(), self.settings.multiproc_dir)
+
+
+class MetricsMiddleware:
+    """Counts and times every routed request by its path template (never the raw path)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        route = scope.get("path_template") or "unmatched"
+        status = 500
+        start = time.perf_counter()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        gauge = self.metrics.in_flight.labels(route)
+        gauge.inc()
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            gauge.dec()
+            self.metrics.http_requests.labels(route, scope.get("method", ""), str(status)).inc()
+            self.metrics.http_latency.labels(route).observe(time.perf_counter() - start)
+
+
+@get("/metrics", tags=["Health"], include_in_schema=True)
+async def metrics_endpoint(state: State) -> Response[bytes]:
+    """Prometheus text format (all worker processes together)."""
+    metrics: Metrics = state.metrics
+    pool: Any = state.db_engine.pool
+    metrics.db_pool_in_use.set(pool.checkedout())
+    metrics.db_pool_size.set(pool.checkedin() + pool.checkedout())
+    try:
+        async with state.db_engine.connect() as conn:
+            backlog = await conn.scalar(sa.text("SELECT count(*) FROM stripe_outbox WHERE status = 'pending'"))
+        metrics.outbox_backlog.set(int(backlog or 0))
+    except (sa_exc.SQLAlchemyError, OSError) as exc:
+        if not is_unavailable(exc):
+            raise
+        log.info("database unavailable during a scrape; the outbox gauge keeps its last value")
+    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
