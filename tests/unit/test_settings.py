@@ -22,3 +22,26 @@ def test_url_forms() -> None:
     assert to_asyncpg_url("postgres://a@/b?host=/tmp") == "postgresql+asyncpg://a@/b?host=/tmp"
     with pytest.raises(ValueError):
         to_asyncpg_url("mysql://x")
+
+
+def test_grafana_dashboard_uses_only_metrics_the_gateway_exports() -> None:
+    import json
+    import re
+    from pathlib import Path
+
+    from gateway.metrics import Metrics
+    from gateway.settings import MetricsSettings
+
+    dashboard = json.loads((Path(__file__).parents[2] / "deploy/grafana/lora-gateway.json").read_text())
+    used = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"gateway_[a-z_]+", target["expr"])
+    }
+    exported = {
+        sample
+        for metric in Metrics(MetricsSettings()).registry.collect()
+        for sample in (metric.name, metric.name + "_total", metric.name + "_bucket", metric.name + "_count")
+    }
+    assert used and used <= exported, used - exported
