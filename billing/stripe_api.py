@@ -87,8 +87,8 @@ async def create_customer(client: stripe.StripeClient, tenant_id: str) -> str:
     return str(customer.id)
 
 
-async def _ensure_plan(client: stripe.StripeClient, currency: str) -> str:
-    """The shared $0 monthly plan (a fixed id, so there is only ever one per currency)."""
+async def ensure_plan(client: stripe.StripeClient, currency: str) -> str:
+    """The shared $0 monthly plan (a fixed id, so there is only ever one per currency); a read first."""
     plan_id = f"lgw-payg-{currency}"
     try:
         await client.v1.plans.retrieve_async(plan_id)
@@ -104,8 +104,7 @@ async def _ensure_plan(client: stripe.StripeClient, currency: str) -> str:
     return plan_id
 
 
-async def create_subscription(client: stripe.StripeClient, customer_id: str, tenant_id: str, currency: str) -> str:
-    plan_id = await _ensure_plan(client, currency)
+async def create_subscription(client: stripe.StripeClient, customer_id: str, tenant_id: str, plan_id: str) -> str:
     params: Any = {"customer": customer_id, "items": [{"plan": plan_id}], "metadata": {"lgw_tenant_id": tenant_id}}
     sub = await call(client.v1.subscriptions.create_async(params, _opts(f"lgw-sub-{customer_id}")))
     return str(sub.id)

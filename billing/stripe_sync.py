@@ -23,7 +23,14 @@ from billing.errors import StripeRejected, StripeUnavailable
 from billing.invoices import LINES, OUTBOX
 from billing.ledger import ACCOUNTS, INVOICES
 from billing.settings import BillingSettings
-from billing.stripe_api import InvoiceToPush, create_customer, create_subscription, push_invoice, stripe_client
+from billing.stripe_api import (
+    InvoiceToPush,
+    create_customer,
+    create_subscription,
+    ensure_plan,
+    push_invoice,
+    stripe_client,
+)
 
 log = logging.getLogger(__name__)
 
@@ -99,14 +106,17 @@ async def _push(db: AsyncEngine, conn: AsyncConnection, client: stripe.StripeCli
         return str(inv.stripe_invoice_id)
     lines = await conn.execute(sa.select(LINES).where(LINES.c.invoice_id == invoice_id).order_by(LINES.c.id))
     account = (await conn.execute(sa.select(ACCOUNTS).where(ACCOUNTS.c.tenant_id == inv.tenant_id))).one()
-    customer_id = account.stripe_customer_id
-    if not customer_id:
-        created = await create_customer(client, inv.tenant_id)
-        customer_id = await _store(db, inv.tenant_id, "stripe_customer_id", created)
-    sub_id = account.stripe_subscription_id
-    if not sub_id:
-        sub = await create_subscription(client, customer_id, inv.tenant_id, account.currency)
-        sub_id = await _store(db, inv.tenant_id, "stripe_subscription_id", sub)
+    customer_id, sub_id = account.stripe_customer_id, account.stripe_subscription_id
+    if not customer_id or not sub_id:
+        # a read comes first in every push (here, or the invoice lookup in push_invoice): a Stripe that is
+        # away is noticed before anything is written
+        plan_id = await ensure_plan(client, account.currency)
+        if not customer_id:
+            created = await create_customer(client, inv.tenant_id)
+            customer_id = await _store(db, inv.tenant_id, "stripe_customer_id", created)
+        if not sub_id:
+            sub = await create_subscription(client, customer_id, inv.tenant_id, plan_id)
+            sub_id = await _store(db, inv.tenant_id, "stripe_subscription_id", sub)
     to_push = InvoiceToPush(inv.id, inv.tenant_id, inv.period, inv.currency, [dict(r._mapping) for r in lines])
     return await push_invoice(client, to_push, customer_id, sub_id)
 
