@@ -28,6 +28,7 @@ from gateway.adapters.storage import AdapterStore
 from gateway.admin.routes import AdminController
 from gateway.admin.usage_routes import AdminUsageController
 from gateway.auth.service import Caller, authenticate
+from gateway.dashboard.routes import dashboard_routes, template_config
 from gateway.engine.client import EngineClient
 from gateway.errors import EXCEPTION_HANDLERS, EngineError
 from gateway.health.routes import healthz, readyz
@@ -142,6 +143,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             stripe_webhook,
             AdminUsageController,
             metrics_endpoint,
+            *dashboard_routes(settings),
         ],
         lifespan=[_lifespan(settings, metrics)],
         middleware=[DefineMiddleware(MetricsMiddleware, metrics=metrics)],
@@ -157,5 +159,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         },
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.server.max_body_bytes,
+        template_config=template_config(),
         openapi_config=OpenAPIConfig(title="LoRA gateway", version="0.1.0"),
     )
