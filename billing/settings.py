@@ -43,3 +43,9 @@ class BillingSettings(BaseSettings):
     stripe_backoff_cap_seconds: float = Field(
         default=3600.0, validation_alias=AliasChoices("STRIPE_BACKOFF_CAP_SECONDS")
     )
+    stripe_auto_advance: bool = Field(
+        default=True,
+        validation_alias=AliasChoices("STRIPE_AUTO_ADVANCE"),
+        description="Let Stripe finalise and collect our invoices (about an hour after creation); off: drafts "
+        "wait for review. localstripe does not know the parameter, so its tests turn it off.",
+    )

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import stripe
 from stripe import RequestOptions
@@ -148,8 +148,14 @@ def describe(line: dict[str, Any], period: str) -> str:
     )
 
 
-async def push_invoice(client: stripe.StripeClient, inv: InvoiceToPush, customer_id: str, sub_id: str) -> str:
-    """Our invoice as one Stripe invoice item per line plus the invoice; returns the Stripe invoice id."""
+async def push_invoice(
+    client: stripe.StripeClient, inv: InvoiceToPush, customer_id: str, sub_id: str, auto_advance: bool
+) -> str:
+    """Our invoice as one Stripe invoice item per line plus the invoice; returns the Stripe invoice id.
+
+    With `auto_advance` Stripe finalises the draft about an hour later and collects it; without, the draft
+    waits for someone to finalise it (invoices made through the API do not advance by default).
+    """
     existing = await _already_invoiced(client, customer_id, inv.id)
     if existing is not None:
         return existing
@@ -164,7 +170,10 @@ async def push_invoice(client: stripe.StripeClient, inv: InvoiceToPush, customer
                        "metadata": meta}  # fmt: skip
         await call(client.v1.invoice_items.create_async(params, _opts(f"lgw-ii-{inv.id}-{index}")))
     ids = {"lgw_invoice_id": inv.id, "lgw_tenant_id": inv.tenant_id, "lgw_period": inv.period}
-    params = {"customer": customer_id, "subscription": sub_id, "pending_invoice_items_behavior": "include",
-              "description": f"LoRA gateway usage {inv.period}", "metadata": ids}  # fmt: skip
-    created = await call(client.v1.invoices.create_async(params, _opts(f"lgw-in-{inv.id}")))
+    invoice: dict[str, Any] = {"customer": customer_id, "subscription": sub_id, "metadata": ids,
+                               "pending_invoice_items_behavior": "include",
+                               "description": f"LoRA gateway usage {inv.period}"}  # fmt: skip
+    if auto_advance:
+        invoice["auto_advance"] = True
+    created = await call(client.v1.invoices.create_async(cast(Any, invoice), _opts(f"lgw-in-{inv.id}")))
     return str(created.id)

@@ -63,7 +63,7 @@ async def sync_once(
                 if row is None:
                     break
                 try:
-                    stripe_id = await _push(db, conn, client, row.invoice_id)
+                    stripe_id = await _push(db, conn, client, row.invoice_id, settings)
                 except (StripeUnavailable, StripeRejected) as exc:
                     await _postpone(conn, row, exc.message, now, settings)
                     report.failed[row.invoice_id] = exc.message
@@ -100,7 +100,9 @@ async def _claim_due(conn: AsyncConnection, now: datetime) -> Any:
     return (await conn.execute(stmt)).first()
 
 
-async def _push(db: AsyncEngine, conn: AsyncConnection, client: stripe.StripeClient, invoice_id: str) -> str:
+async def _push(
+    db: AsyncEngine, conn: AsyncConnection, client: stripe.StripeClient, invoice_id: str, settings: BillingSettings
+) -> str:
     inv = (await conn.execute(sa.select(INVOICES).where(INVOICES.c.id == invoice_id))).one()
     if inv.stripe_invoice_id:
         return str(inv.stripe_invoice_id)
@@ -118,7 +120,7 @@ async def _push(db: AsyncEngine, conn: AsyncConnection, client: stripe.StripeCli
             sub = await create_subscription(client, customer_id, inv.tenant_id, plan_id)
             sub_id = await _store(db, inv.tenant_id, "stripe_subscription_id", sub)
     to_push = InvoiceToPush(inv.id, inv.tenant_id, inv.period, inv.currency, [dict(r._mapping) for r in lines])
-    return await push_invoice(client, to_push, customer_id, sub_id)
+    return await push_invoice(client, to_push, customer_id, sub_id, settings.stripe_auto_advance)
 
 
 async def _store(db: AsyncEngine, tenant_id: str, column: str, value: str) -> str:

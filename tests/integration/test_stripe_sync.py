@@ -87,6 +87,7 @@ def stripe_settings(localstripe: Any) -> BillingSettings:
         stripe_network_retries=0,
         stripe_backoff_base_seconds=BACKOFF,
         stripe_backoff_cap_seconds=10 * BACKOFF,
+        stripe_auto_advance=False,  # localstripe 1.15 answers 500 to the auto_advance parameter
     )
 
 
