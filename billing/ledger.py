@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import distinct_on, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billing.errors import InvalidBillingInput, UnknownAccount
@@ -99,7 +99,7 @@ async def _latest(conn: AsyncConnection, tenant_ids: list[str]) -> dict[str, tup
         sa.select(LEDGER.c.tenant_id, LEDGER.c.balance_after_micros, LEDGER.c.trial_after)
         .where(LEDGER.c.tenant_id.in_(tenant_ids))
         .order_by(LEDGER.c.tenant_id, LEDGER.c.id.desc())
-        .distinct(LEDGER.c.tenant_id)
+        .ext(distinct_on(LEDGER.c.tenant_id))
     )
     return {r.tenant_id: (r.balance_after_micros, r.trial_after) for r in await conn.execute(stmt)}
 

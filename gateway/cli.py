@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import sys
+from typing import Any
 
 from gateway.settings import Settings
 
@@ -80,6 +81,29 @@ def _reconcile(settings: Settings, args: argparse.Namespace) -> None:
         sys.exit(1)
 
 
+def _sync_stripe(settings: Settings, args: argparse.Namespace) -> None:
+    from billing.stripe_sync import sync_once
+    from gateway import db
+
+    _database_url(settings)
+
+    async def run() -> object:
+        engine = db.create_engine(settings.database)
+        try:
+            return await sync_once(engine, settings.billing)
+        finally:
+            await engine.dispose()
+
+    report: Any = asyncio.run(run())
+    for invoice_id in report.synced:
+        print(f"sent {invoice_id} to Stripe")
+    for invoice_id, error in report.failed.items():
+        print(f"FAILED {invoice_id}: {error} (retried later with backoff)")
+    print(f"{len(report.synced)} sent, {len(report.failed)} failed")
+    if report.failed:
+        sys.exit(1)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m gateway", description="The LoRA gateway.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -94,6 +118,9 @@ def main(argv: list[str] | None = None) -> None:
     billing.add_parser(
         "reconcile", help="usage vs charged vs invoiced tokens per tenant; exit 1 on any difference"
     ).set_defaults(run=_reconcile)
+    billing.add_parser(
+        "sync-stripe", help="send closed invoices waiting in the outbox to Stripe (one pass)"
+    ).set_defaults(run=_sync_stripe)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args.run(Settings(), args)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ class Call:
     stream: bool
     wants_usage: bool
     ticket: Ticket
+    wants_running_usage: bool = False
     request_id: str = field(default_factory=ids.request_id)
     started_at: datetime = field(default_factory=utcnow)
     clock: float = field(default_factory=time.perf_counter)
@@ -78,16 +80,19 @@ class ProxyService:
             _worst_case_tokens(body, body_bytes, info.max_model_len),
         )
         stream = bool(body.get("stream"))
-        wants_usage = False
+        wants_usage = wants_running = False
         if stream:
             options = body.get("stream_options")
             options = dict(options) if isinstance(options, dict) else {}
             wants_usage = bool(options.get("include_usage"))
+            wants_running = bool(options.get("continuous_usage_stats"))
+            # Running usage in every chunk: a stream that breaks or is abandoned is billed what it produced.
+            options["continuous_usage_stats"] = True
             # Always ask for the usage chunk: it is what we meter; it is stripped again if unwanted.
             options["include_usage"] = True
             body["stream_options"] = options
         body["model"] = target.engine_model
-        return Call(caller, endpoint, body, model, target, stream, wants_usage, ticket)
+        return Call(caller, endpoint, body, model, target, stream, wants_usage, ticket, wants_running)
 
     async def complete(self, call: Call) -> dict[str, Any]:
         """A non-streaming call; returns the engine's answer once its usage is committed."""
@@ -127,6 +132,7 @@ class ProxyService:
         rename = _renamer(call.target.engine_model, call.client_model)
         recorded = False
         first = True
+        running = Tokens()  # what the engine had produced by the last chunk we relayed
         status = "client_closed"
         try:
             async for event in events:
@@ -136,15 +142,17 @@ class ProxyService:
                 if event == _DONE:
                     status = "ok"
                 elif b'"usage"' in event:
-                    chunk = parse_event(event)
-                    usage = chunk.get("usage") if chunk else None
-                    if chunk is not None and isinstance(usage, dict) and not chunk.get("choices"):
+                    final = b'"choices":[]' in event
+                    tokens, event = _take_usage(event, keep=final or call.wants_running_usage)
+                    if tokens is not None and final:
                         self.metrics.upstream.labels(call.endpoint, call.kind).observe(time.perf_counter() - call.clock)
                         # Committed before the client sees the end of the stream.
-                        await self._record(call, _tokens(usage), "ok", 200)
+                        await self._record(call, tokens, "ok", 200)
                         recorded = True
                         if not call.wants_usage:
                             continue
+                    elif tokens is not None:
+                        running = tokens
                 yield rename(event) + b"\n\n"
             if not recorded:
                 status = "engine_error"
@@ -156,8 +164,8 @@ class ProxyService:
             await stack.aclose()
             try:
                 if not recorded:
-                    # TODO(reliability issue): count tokens generated before a broken or abandoned stream.
-                    task = asyncio.ensure_future(self._record(call, Tokens(), status, 200))
+                    # Broken or abandoned: bill what the engine had produced (its running usage).
+                    task = asyncio.ensure_future(self._record(call, running, status, 200))
                     with contextlib.suppress(GatewayError):
                         await asyncio.shield(task)
             finally:
@@ -215,6 +223,28 @@ def _worst_case_tokens(body: dict[str, Any], body_bytes: int, max_model_len: int
     n = body.get("n")
     choices = n if isinstance(n, int) and n > 0 else 1
     return body_bytes + completion * choices
+
+
+_USAGE = re.compile(rb',"usage":(\{[^{}]*\})')
+
+
+def _take_usage(event: bytes, keep: bool) -> tuple[Tokens | None, bytes]:
+    """The usage numbers of an SSE event, and the event with that usage removed unless `keep`."""
+    m = _USAGE.search(event)
+    if m is not None:
+        try:
+            usage = json.loads(m.group(1))
+        except ValueError:
+            return None, event
+        return _tokens(usage), event if keep else event[: m.start()] + event[m.end() :]
+    chunk = parse_event(event)  # unusual layout (nested usage details): the slow, general path
+    if chunk is None or not isinstance(chunk.get("usage"), dict):
+        return None, event
+    tokens = _tokens(chunk["usage"])
+    if not keep and chunk.get("choices"):
+        del chunk["usage"]
+        event = b"data: " + json.dumps(chunk, ensure_ascii=False, separators=(",", ":")).encode()
+    return tokens, event
 
 
 def _tokens(usage: dict[str, Any]) -> Tokens:

@@ -32,3 +32,22 @@ def test_parse_event() -> None:
     assert parse_event(b"data: [DONE]") is None
     assert parse_event(b": keep-alive") is None
     assert parse_event(b"data: {broken") is None
+
+
+def test_running_usage_is_read_and_stripped() -> None:
+    import json
+
+    from gateway.proxy.service import _take_usage
+
+    chunk = (
+        b'data: {"id":"x","choices":[{"index":0,"delta":{"content":"Hi"}}],'
+        b'"usage":{"prompt_tokens":13,"total_tokens":14,"completion_tokens":1,"completion_tokens_details":null}}'
+    )
+    tokens, stripped = _take_usage(chunk, keep=False)
+    assert tokens is not None and (tokens.prompt, tokens.completion) == (13, 1)
+    assert json.loads(stripped[6:]) == {"id": "x", "choices": [{"index": 0, "delta": {"content": "Hi"}}]}
+    assert _take_usage(chunk, keep=True)[1] == chunk
+    nested = b'data: {"usage":{"prompt_tokens":2,"completion_tokens":3,"details":{"a":1}},"choices":[{"index":0}]}'
+    tokens, stripped = _take_usage(nested, keep=False)
+    assert tokens is not None and (tokens.prompt, tokens.completion) == (2, 3)
+    assert "usage" not in json.loads(stripped[6:])
