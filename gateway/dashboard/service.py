@@ -31,7 +31,7 @@ class Window:
 
 WINDOWS = {
     "24h": Window("24h", timedelta(hours=24), "hour"),
-    "7d": Window("7d", timedelta(days=7), "hour"),
+    "7d": Window("7d", timedelta(days=7), "day"),
     "30d": Window("30d", timedelta(days=30), "day"),
 }
 

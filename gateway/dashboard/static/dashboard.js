@@ -64,7 +64,8 @@
     type: "line",
     data: { labels: data.cost.labels, datasets: [{
       label: "Cost", data: data.cost.cost, borderColor: C.cost, backgroundColor: "rgba(245, 158, 11, 0.15)",
-      fill: true, tension: 0.3, pointRadius: 0, pointHoverRadius: 4, borderWidth: 2
+      fill: true, tension: 0, pointRadius: data.cost.cost.length <= 40 ? 2.5 : 0, pointHoverRadius: 5, borderWidth: 2,
+      pointBackgroundColor: C.cost
     }] },
     options: { scales: axes(false, function (v) { return money(data.cost.currency, v); }),
                interaction: { mode: "index", intersect: false },
