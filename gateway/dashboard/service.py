@@ -36,7 +36,7 @@ WINDOWS = {
 }
 
 
-def _bucket_keys(window: Window, now: datetime) -> list[str]:
+def bucket_keys(window: Window, now: datetime) -> list[str]:
     """Every bucket label in the window, oldest first, in usage_summary's format, so empty hours draw as zero."""
     step = timedelta(hours=1) if window.bucket == "hour" else timedelta(days=1)
     fmt = "%Y-%m-%dT%H:00Z" if window.bucket == "hour" else "%Y-%m-%d"
@@ -54,7 +54,7 @@ async def series(db: AsyncEngine, window: Window, tenant_id: str | None = None) 
     now = utcnow()
     f = UsageFilter(tenant_id=tenant_id, start=now - window.span)
     rows = {r[window.bucket]: r for r in await usage_summary(db, f, [window.bucket])}
-    keys = _bucket_keys(window, now)
+    keys = bucket_keys(window, now)
     empty = {"prompt_tokens": 0, "completion_tokens": 0, "cost_micros": 0, "requests": 0, "errors": 0}
     picked = [rows.get(k, empty) for k in keys]
     return {
