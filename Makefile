@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(ENGINE_EXTRA)
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run demo test test-unit lint format models migrate bench clean
+.PHONY: help install run demo test test-unit lint format models migrate bench browser clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -39,7 +39,10 @@ models: $(STAMP) ## train the tiny offline model and the demo adapters into .dat
 migrate: $(STAMP) ## apply database migrations to $$DATABASE_URL
 	@$(BIN)/python -m gateway migrate
 
-test: $(STAMP) lint ## install what the tests need, lint, and run them all (real PostgreSQL, real vLLM engine)
+browser: ## Debian's chromium, for the dashboard's browser tests
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+test: $(STAMP) browser lint ## install what the tests need, lint, and run them all (real PostgreSQL, real vLLM engine)
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; exit 1; fi; exit $$rc
 

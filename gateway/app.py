@@ -111,7 +111,8 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Any:
 
 
 async def _provide_session(state: State) -> AsyncIterator[AsyncSession]:
-    async with db.guarded(), state.sessions() as session:
+    # Connection failures inside the handler reach the error table (database errors → 503 there).
+    async with state.sessions() as session:
         yield session
 
 

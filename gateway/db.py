@@ -44,6 +44,9 @@ _UNAVAILABLE = (
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.ConnectionDoesNotExistError,
     asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.AdminShutdownError,
+    sa_exc.TimeoutError,
+    sa_exc.InterfaceError,
 )
 
 
@@ -53,7 +56,7 @@ def is_unavailable(exc: BaseException) -> bool:
         return True
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, _UNAVAILABLE | sa_exc.TimeoutError | sa_exc.InterfaceError):
+        if isinstance(seen, _UNAVAILABLE):
             return True
         seen = seen.__cause__ or seen.__context__
     return False

@@ -208,7 +208,12 @@ def http_exception_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Res
 
 
 def unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    """Last resort: log the trace, never show it."""
+    """Last resort: an unreachable database is a 503 (we cannot meter, so we do not serve); anything else is
+    a bug — log the trace, never show it."""
+    from gateway.db import is_unavailable  # errors.py is imported by db.py
+
+    if is_unavailable(exc):
+        return gateway_error_handler(request, DatabaseUnavailable())
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     body = error_body("The server had an error while processing your request.", "server_error", "internal_error")
     return _json(500, body)

@@ -35,17 +35,24 @@ def models_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def database_url(workdir: Path) -> Iterator[str]:
-    """TEST_DATABASE_URL if given (an empty database), else a fresh embedded PostgreSQL; migrated to head."""
-    url = os.environ.get("TEST_DATABASE_URL")
-    pg = None
-    if not url:
-        pg = EmbeddedPostgres(workdir / "postgres")
-        url = pg.start()
+def postgres(workdir: Path) -> Iterator[EmbeddedPostgres | None]:
+    """The embedded PostgreSQL server (None when TEST_DATABASE_URL points elsewhere)."""
+    if os.environ.get("TEST_DATABASE_URL"):
+        yield None
+        return
+    pg = EmbeddedPostgres(workdir / "postgres")
+    pg.start()
+    yield pg
+    pg.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres: EmbeddedPostgres | None) -> str:
+    """TEST_DATABASE_URL if given (an empty database), else the embedded PostgreSQL; migrated to head."""
+    url = os.environ.get("TEST_DATABASE_URL") or (postgres.url if postgres else None)
+    assert url
     upgrade(url)
-    yield url
-    if pg is not None:
-        pg.stop()
+    return url
 
 
 @pytest.fixture(scope="session")

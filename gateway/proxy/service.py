@@ -20,6 +20,7 @@ from gateway import ids
 from gateway.adapters import service as adapters
 from gateway.adapters.service import Target
 from gateway.auth.service import Caller
+from gateway.db import guarded
 from gateway.engine.client import EngineClient, EngineModelMissing, parse_event
 from gateway.errors import EngineError, GatewayError
 from gateway.metrics import Metrics
@@ -73,12 +74,9 @@ class ProxyService:
         """Resolve `model` within the caller's tenant, admit it against its quota, build the engine's body."""
         info = await self.engine.info()
         target = await adapters.resolve(self.db, info, caller.tenant_id, model)
-        ticket = await self.admission.admit(
-            caller.tenant_id,
-            target.adapter_id,
-            target.base_model,
-            _worst_case_tokens(body, body_bytes, info.max_model_len),
-        )
+        worst_case = _worst_case_tokens(body, body_bytes, info.max_model_len)
+        async with guarded():
+            ticket = await self.admission.admit(caller.tenant_id, target.adapter_id, target.base_model, worst_case)
         stream = bool(body.get("stream"))
         wants_usage = wants_running = False
         if stream:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -30,8 +31,11 @@ OnCommit = Callable[[AsyncConnection, list[dict[str, Any]]], Awaitable[None]]
 class UsageWriter:
     """One background task drains a queue of rows and inserts each batch in a single transaction."""
 
-    def __init__(self, engine: AsyncEngine, max_batch: int = 1000, on_commit: OnCommit | None = None) -> None:
+    def __init__(
+        self, engine: AsyncEngine, max_batch: int = 1000, on_commit: OnCommit | None = None, retry_for_s: float = 30.0
+    ) -> None:
         self._engine = engine
+        self._retry_for_s = retry_for_s
         self._on_commit = on_commit
         self._max_batch = max_batch
         self._queue: asyncio.Queue[tuple[dict[str, Any], asyncio.Future[None]]] = asyncio.Queue()
@@ -62,7 +66,7 @@ class UsageWriter:
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                await self._write([row for row, _ in batch])
+                await self._write_patiently([row for row, _ in batch])
             except Exception as exc:
                 error: BaseException = DatabaseUnavailable() if is_unavailable(exc) else exc
                 if not is_unavailable(exc):
@@ -77,6 +81,22 @@ class UsageWriter:
             finally:
                 for _ in batch:
                     self._queue.task_done()
+
+    async def _write_patiently(self, rows: list[dict[str, Any]]) -> None:
+        """Served tokens must not be lost to a database blip: retry an unreachable database for a while
+        (the clients wait), then give up with DatabaseUnavailable. Retrying is safe: request_id is unique."""
+        deadline = time.monotonic() + self._retry_for_s
+        delay = 0.1
+        while True:
+            try:
+                await self._write(rows)
+                return
+            except Exception as exc:
+                if not is_unavailable(exc) or time.monotonic() + delay > deadline:
+                    raise
+                log.warning("database unreachable while writing %d usage rows; retrying in %.1fs", len(rows), delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     async def _write(self, rows: list[dict[str, Any]]) -> None:
         async with self._engine.begin() as conn:

@@ -45,3 +45,17 @@ def test_grafana_dashboard_uses_only_metrics_the_gateway_exports() -> None:
         for sample in (metric.name, metric.name + "_total", metric.name + "_bucket", metric.name + "_count")
     }
     assert used and used <= exported, used - exported
+
+
+def test_database_errors_are_sorted_into_unavailable_or_not() -> None:
+    import asyncpg
+    from sqlalchemy import exc as sa_exc
+
+    from gateway.db import is_unavailable
+
+    assert is_unavailable(FileNotFoundError("no socket"))
+    assert is_unavailable(asyncpg.exceptions.AdminShutdownError("terminating connection"))
+    wrapped = sa_exc.DBAPIError("SELECT 1", None, ConnectionRefusedError("refused"))
+    wrapped.__cause__ = ConnectionRefusedError("refused")
+    assert is_unavailable(wrapped)
+    assert not is_unavailable(ValueError("a bug, not an outage"))
