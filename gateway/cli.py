@@ -74,7 +74,8 @@ def _reconcile(settings: Settings, args: argparse.Namespace) -> None:
     from gateway.accounts.reconcile import reconcile, render
 
     _database_url(settings)
-    report = asyncio.run(_with_db(settings, reconcile))
+    stripe = None if args.no_stripe else settings.billing
+    report = asyncio.run(_with_db(settings, lambda conn: reconcile(conn, stripe)))
     assert isinstance(report, list)
     print(render(report))
     if any(r.problems for r in report):
@@ -115,9 +116,11 @@ def main(argv: list[str] | None = None) -> None:
     close = billing.add_parser("close-period", help="invoice every tenant for a month (idempotent)")
     close.add_argument("period", help="YYYY-MM")
     close.set_defaults(run=_close_period)
-    billing.add_parser(
-        "reconcile", help="usage vs charged vs invoiced tokens per tenant; exit 1 on any difference"
-    ).set_defaults(run=_reconcile)
+    rec = billing.add_parser(
+        "reconcile", help="usage vs charged vs invoiced tokens vs Stripe per tenant; exit 1 on any difference"
+    )
+    rec.add_argument("--no-stripe", action="store_true", help="do not compare with Stripe even if configured")
+    rec.set_defaults(run=_reconcile)
     billing.add_parser(
         "sync-stripe", help="send closed invoices waiting in the outbox to Stripe (one pass)"
     ).set_defaults(run=_sync_stripe)

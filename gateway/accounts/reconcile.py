@@ -1,4 +1,4 @@
-"""Reconciliation: usage tokens vs charged tokens vs invoiced tokens, and the ledger's running balances.
+"""Reconciliation: usage tokens vs charged vs invoiced tokens vs Stripe, and the ledger's running balances.
 
 Any difference is a failure: the report says which tenant and which column.
 """
@@ -10,6 +10,9 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from billing.settings import BillingSettings
+from billing.stripe_reconcile import stripe_totals
 
 _QUERY = sa.text(
     """
@@ -65,6 +68,9 @@ class TenantReconciliation:
     closed_charged_micros: int
     bad_balances: int
     problems: list[str]
+    sent_minor: int | None = None  # our invoices that went to Stripe (None: Stripe not checked)
+    stripe_minor: int | None = None  # what Stripe holds for them
+    unsent_invoices: int = 0
 
 
 def _problems(r: Any) -> list[str]:
@@ -84,12 +90,21 @@ def _problems(r: Any) -> list[str]:
     return out
 
 
-async def reconcile(conn: AsyncConnection) -> list[TenantReconciliation]:
+async def reconcile(conn: AsyncConnection, stripe: BillingSettings | None = None) -> list[TenantReconciliation]:
+    """The report; with Stripe settings (an API key), each sent invoice is also compared with Stripe's copy."""
     rows = (await conn.execute(_QUERY)).all()
     report = []
     for r in rows:
         numbers = {k: int(v) for k, v in r._mapping.items() if k not in ("tenant_id", "name")}
         report.append(TenantReconciliation(tenant_id=r.tenant_id, name=r.name, **numbers, problems=_problems(r)))
+    if stripe is not None and stripe.stripe_api_key is not None:
+        remote = await stripe_totals(conn, stripe)
+        for entry in report:
+            totals = remote.get(entry.tenant_id)
+            entry.sent_minor = totals.ours_minor if totals else 0
+            entry.stripe_minor = totals.stripe_minor if totals else 0
+            entry.unsent_invoices = totals.unsent if totals else 0
+            entry.problems.extend(totals.problems if totals else [])
     return report
 
 
@@ -99,11 +114,16 @@ def as_dicts(report: list[TenantReconciliation]) -> list[dict[str, Any]]:
 
 def render(report: list[TenantReconciliation]) -> str:
     lines = [
-        f"{'tenant':<24} {'usage tokens':>13} {'charged':>13} {'invoiced':>13}  status",
+        f"{'tenant':<24} {'usage tokens':>13} {'charged':>13} {'invoiced':>13} {'sent':>10} {'on Stripe':>10}  status",
     ]
     for r in report:
         status = "ok" if not r.problems else "MISMATCH: " + "; ".join(r.problems)
-        lines.append(f"{r.name[:24]:<24} {r.usage_tokens:>13} {r.charged_tokens:>13} {r.invoiced_tokens:>13}  {status}")
+        sent = "-" if r.sent_minor is None else str(r.sent_minor)
+        remote = "-" if r.stripe_minor is None else str(r.stripe_minor)
+        lines.append(
+            f"{r.name[:24]:<24} {r.usage_tokens:>13} {r.charged_tokens:>13} {r.invoiced_tokens:>13} "
+            f"{sent:>10} {remote:>10}  {status}"
+        )
     bad = sum(1 for r in report if r.problems)
     lines.append(f"\n{len(report)} tenants, {bad} with differences")
     return "\n".join(lines)

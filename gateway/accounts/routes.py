@@ -23,6 +23,7 @@ from gateway.audit import service as audit
 from gateway.audit.service import client_ip
 from gateway.auth.service import Caller
 from gateway.proxy.service import ProxyService
+from gateway.settings import Settings
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
@@ -136,10 +137,11 @@ class AdminBillingController(Controller):
         return await _invoices(db_engine, tenant_id)
 
     @get("/billing/reconcile")
-    async def reconciliation(self, db_engine: AsyncEngine) -> dict[str, Any]:
-        """Usage vs charged vs invoiced tokens per tenant; `ok` is false on any difference."""
+    async def reconciliation(self, db_engine: AsyncEngine, settings: Settings, stripe: bool = True) -> dict[str, Any]:
+        """Usage vs charged vs invoiced tokens (vs Stripe when configured) per tenant; `ok` is false on any
+        difference."""
         async with db_engine.connect() as conn:
-            report = await reconcile.reconcile(conn)
+            report = await reconcile.reconcile(conn, settings.billing if stripe else None)
         return {"ok": not any(r.problems for r in report), "data": reconcile.as_dicts(report)}
 
     @post("/billing/close-period", status_code=200)

@@ -315,3 +315,27 @@ def test_top_up_paid_twice_credits_once_and_other_events_are_ignored(
                     event("invoice.paid", {"id": "in_not_ours", "object": "invoice", "metadata": {}})):  # fmt: skip
         r = deliver(stripe_gateway, ignored)
         assert r.status_code == 200 and r.json()["handled"] is None, r.text
+
+
+def test_reconciliation_compares_our_invoices_with_stripe(
+    database_url: str, sql: Sql, localstripe: Any, stripe_settings: BillingSettings
+) -> None:
+    from gateway.accounts.reconcile import reconcile
+
+    inv = make_invoice(database_url, "2024-05", USAGE[:1])
+    assert sync(database_url, stripe_settings, EPOCH).synced == [inv["id"]]
+
+    async def run() -> dict[str, Any]:
+        db = create_async_engine(to_asyncpg_url(database_url))
+        try:
+            async with db.connect() as conn:
+                return {r.tenant_id: r for r in await reconcile(conn, stripe_settings)}
+        finally:
+            await db.dispose()
+
+    mine = asyncio.run(run())[inv["tenant_id"]]
+    assert mine.sent_minor == mine.stripe_minor == inv["total_minor"] > 0
+    assert not [p for p in mine.problems if "Stripe" in p]
+    sql.fetch("UPDATE invoices SET total_minor = total_minor + 1 WHERE id = $1", inv["id"])  # plant a difference
+    mine = asyncio.run(run())[inv["tenant_id"]]
+    assert any("on Stripe" in p for p in mine.problems)
