@@ -28,8 +28,11 @@ def metadata() -> type[SQLModel]:
 def create_engine(settings: DatabaseSettings) -> AsyncEngine:
     return create_async_engine(
         settings.async_url(),
+        # A fixed pool: overflow connections would be opened and closed under load (a new PostgreSQL
+        # backend process each time — the profile showed it); requests wait for a free one instead.
         pool_size=settings.pool_size,
-        max_overflow=settings.pool_size,
+        max_overflow=0,
+        pool_timeout=settings.pool_timeout_s,
         pool_pre_ping=True,
         echo=settings.echo,
     )

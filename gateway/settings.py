@@ -22,7 +22,8 @@ class DatabaseSettings(_Base):
         validation_alias=AliasChoices("DATABASE_URL"),
         description="postgresql://… URL; unset means `make run` starts an embedded PostgreSQL.",
     )
-    pool_size: int = Field(default=10, validation_alias=AliasChoices("DATABASE_POOL_SIZE"))
+    pool_size: int = Field(default=20, validation_alias=AliasChoices("DATABASE_POOL_SIZE"))
+    pool_timeout_s: float = Field(default=10.0, validation_alias=AliasChoices("DATABASE_POOL_TIMEOUT"))
     echo: bool = Field(default=False, validation_alias=AliasChoices("DATABASE_ECHO"))
 
     def async_url(self) -> str:
