@@ -30,8 +30,9 @@ from gateway.admin.usage_routes import AdminUsageController
 from gateway.auth.service import Caller, authenticate
 from gateway.dashboard.routes import dashboard_routes, template_config
 from gateway.engine.client import EngineClient
-from gateway.errors import EXCEPTION_HANDLERS, EngineError
+from gateway.errors import EXCEPTION_HANDLERS, DatabaseUnavailable, EngineError
 from gateway.health.routes import healthz, readyz
+from gateway.limits.service import RateLimiter
 from gateway.metrics import Metrics, MetricsMiddleware, metrics_endpoint
 from gateway.proxy.routes import MaasController, OpenAIController
 from gateway.proxy.service import ProxyService
@@ -69,6 +70,16 @@ async def _watch_engine(engine: EngineClient, metrics: Metrics, every_s: float =
         await asyncio.sleep(every_s)
 
 
+async def _prune_rate_counters(limiter: RateLimiter, every_s: float = 60.0) -> None:
+    """Drop rate-limit windows older than a few minutes."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await limiter.prune()
+        except DatabaseUnavailable:
+            log.info("database unavailable; rate counters pruned next time")
+
+
 def _lifespan(settings: Settings, metrics: Metrics) -> Any:
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -79,9 +90,11 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Any:
         defaults = account_defaults(settings)
         writer = UsageWriter(db_engine, on_commit=lambda conn, rows: ledger.charge_usage(conn, rows, defaults))
         admission = Admission(db_engine, defaults, settings.billing.price_cache_seconds)
+        limiter = RateLimiter(db_engine)
         writer.start()
         reconcile = asyncio.create_task(_reconcile_engine(engine, db_engine), name="engine-reconcile")
         watch = asyncio.create_task(_watch_engine(engine, metrics), name="engine-health")
+        prune = asyncio.create_task(_prune_rate_counters(limiter), name="rate-counter-prune")
         stripe_worker = (
             asyncio.create_task(stripe_sync.run_forever(db_engine, settings.billing), name="stripe-sync")
             if settings.billing.stripe_api_key is not None
@@ -92,7 +105,7 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Any:
             sessions=db.session_factory(db_engine),
             engine=engine,
             writer=writer,
-            proxy=ProxyService(db_engine, engine, writer, admission, metrics),
+            proxy=ProxyService(db_engine, engine, writer, admission, metrics, limiter),
             adapter_store=AdapterStore(settings.storage.data_dir / "adapters"),
         )
         try:
@@ -100,6 +113,7 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Any:
         finally:
             reconcile.cancel()
             watch.cancel()
+            prune.cancel()
             if stripe_worker is not None:
                 stripe_worker.cancel()
             await writer.stop()

@@ -21,6 +21,7 @@ from gateway.admin.schemas import (
     AdapterRegister,
     KeyCreate,
     KeyCreated,
+    KeyPatch,
     TenantCreate,
     TenantPatch,
     TenantPublic,
@@ -95,8 +96,9 @@ class AdminController(Controller):
     ) -> dict[str, Any]:
         """Rename or suspend/resume a tenant. A suspended tenant's keys get 403; nothing is deleted."""
         name = _clean_name(data.name, "Tenant") if data.name is not None else None
-        await admin.patch_tenant(db_session, tenant_id, name, data.suspended)
-        changes = {k: v for k, v in (("name", name), ("suspended", data.suspended)) if v is not None}
+        await admin.patch_tenant(db_session, tenant_id, name, data.suspended, data.limit_changes())
+        changes: dict[str, Any] = {k: v for k, v in (("name", name), ("suspended", data.suspended)) if v is not None}
+        changes.update(data.limit_changes())
         await audit.record(db_engine, "admin", "tenant.update", tenant_id, changes, _ip(request))
         return await admin.get_tenant(db_engine, tenant_id)
 
@@ -114,6 +116,8 @@ class AdminController(Controller):
         db_engine: AsyncEngine,
     ) -> KeyCreated:
         key, plaintext = await auth.create_key(db_session, tenant_id, data.name.strip(), data.expires_at)
+        if data.limit_changes():
+            await admin.patch_key(db_session, key.id, None, data.limit_changes())
         await audit.record(
             db_engine,
             "admin",
@@ -126,6 +130,21 @@ class AdminController(Controller):
             id=key.id, tenant_id=key.tenant_id, name=key.name, prefix=key.prefix, created_at=key.created_at,
             expires_at=key.expires_at, key=plaintext,
         )  # fmt: skip
+
+    @patch("/keys/{key_id:str}")
+    async def patch_key(
+        self,
+        request: Request[Any, Any, Any],
+        key_id: str,
+        data: KeyPatch,
+        db_session: AsyncSession,
+        db_engine: AsyncEngine,
+    ) -> dict[str, Any]:
+        """Rename a key or set its rate limits (null = unlimited)."""
+        key = await admin.patch_key(db_session, key_id, data.name, data.limit_changes())
+        await audit.record(db_engine, "admin", "key.update", key_id, data.limit_changes(), _ip(request))
+        return {"id": key.id, "tenant_id": key.tenant_id, "name": key.name, "rpm_limit": key.rpm_limit,
+                "tpm_limit": key.tpm_limit, "max_concurrent_requests": key.max_concurrent_requests}  # fmt: skip
 
     @delete("/keys/{key_id:str}", status_code=204)
     async def revoke_key(

@@ -21,12 +21,31 @@ class TenantPublic(msgspec.Struct):
     trial_tokens: int
 
 
-class KeyCreate(msgspec.Struct, forbid_unknown_fields=True):
+class LimitFields(msgspec.Struct, forbid_unknown_fields=True):
+    """Rate limits: absent = unchanged, null = unlimited."""
+
+    rpm_limit: int | msgspec.UnsetType | None = msgspec.UNSET
+    tpm_limit: int | msgspec.UnsetType | None = msgspec.UNSET
+    max_concurrent_requests: int | msgspec.UnsetType | None = msgspec.UNSET
+
+    def limit_changes(self) -> dict[str, int | None]:
+        return {
+            k: v
+            for k in ("rpm_limit", "tpm_limit", "max_concurrent_requests")
+            if (v := getattr(self, k)) is not msgspec.UNSET
+        }
+
+
+class KeyCreate(LimitFields, forbid_unknown_fields=True):
     name: str = ""
     expires_at: datetime | None = None
 
 
-class TenantPatch(msgspec.Struct, forbid_unknown_fields=True):
+class KeyPatch(LimitFields, forbid_unknown_fields=True):
+    name: str | None = None
+
+
+class TenantPatch(LimitFields, forbid_unknown_fields=True):
     name: str | None = None
     suspended: bool | None = None
 

@@ -12,7 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from gateway.adapters.models import Adapter
 from gateway.auth.models import ApiKey, Tenant
 from gateway.db import guarded
-from gateway.errors import Conflict, NotFound
+from gateway.errors import Conflict, InvalidRequest, NotFound
 from gateway.timeutil import utcnow
 from gateway.usage.models import UsageRecord
 
@@ -24,6 +24,7 @@ _U = UsageRecord.__table__  # type: ignore[attr-defined]
 _TENANTS = sa.text(
     """
     SELECT t.id, t.name, t.created_at, t.suspended_at, a.mode AS billing_mode,
+           t.rpm_limit, t.tpm_limit, t.max_concurrent_requests,
            (SELECT count(*) FROM api_keys k WHERE k.tenant_id = t.id AND k.revoked_at IS NULL) AS active_keys,
            (SELECT count(*) FROM adapters d WHERE d.tenant_id = t.id AND d.deleted_at IS NULL) AS deployments,
            coalesce(l.balance_after_micros, 0) AS credit_micros, coalesce(l.trial_after, 0) AS trial_tokens_remaining
@@ -52,10 +53,21 @@ async def get_tenant(db: AsyncEngine, tenant_id: str) -> dict[str, Any]:
     return rows[0]
 
 
-async def patch_tenant(session: AsyncSession, tenant_id: str, name: str | None, suspended: bool | None) -> None:
+def check_limits(limits: dict[str, int | None]) -> None:
+    for name, value in limits.items():
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise InvalidRequest(f"{name} must be a positive integer, or null for unlimited.", param=name)
+
+
+async def patch_tenant(
+    session: AsyncSession, tenant_id: str, name: str | None, suspended: bool | None, limits: dict[str, int | None]
+) -> None:
+    check_limits(limits)
     tenant = await session.get(Tenant, tenant_id)
     if tenant is None:
         raise NotFound(f"No tenant {tenant_id!r}.", param="tenant_id")
+    for field_name, value in limits.items():
+        setattr(tenant, field_name, value)
     if name is not None:
         tenant.name = name
     if suspended is not None:
@@ -67,12 +79,26 @@ async def patch_tenant(session: AsyncSession, tenant_id: str, name: str | None, 
         raise Conflict(f"A tenant named {name!r} already exists.", param="name") from exc
 
 
+async def patch_key(session: AsyncSession, key_id: str, name: str | None, limits: dict[str, int | None]) -> ApiKey:
+    check_limits(limits)
+    key = await session.get(ApiKey, key_id)
+    if key is None:
+        raise NotFound(f"No key {key_id!r}.", param="key_id")
+    for field_name, value in limits.items():
+        setattr(key, field_name, value)
+    if name is not None:
+        key.name = name
+    await session.commit()
+    return key
+
+
 async def list_keys(db: AsyncEngine, tenant_id: str) -> list[dict[str, Any]]:
     """Keys with their display prefix and last use (derived from usage: no write on the request path)."""
     last_used = sa.select(sa.func.max(_U.c.started_at)).where(_U.c.api_key_id == _K.c.id).scalar_subquery()
     stmt = (
         sa.select(_K.c.id, _K.c.tenant_id, _K.c.name, _K.c.prefix, _K.c.created_at, _K.c.expires_at,
-                  _K.c.revoked_at, last_used.label("last_used_at"))
+                  _K.c.revoked_at, _K.c.rpm_limit, _K.c.tpm_limit, _K.c.max_concurrent_requests,
+                  last_used.label("last_used_at"))
         .where(_K.c.tenant_id == tenant_id)
         .order_by(_K.c.created_at)
     )  # fmt: skip

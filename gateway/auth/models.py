@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
 from gateway.timeutil import tz_field
@@ -16,6 +17,9 @@ class Tenant(SQLModel, table=True):
     name: str = Field(max_length=200, unique=True)
     created_at: datetime = tz_field(default_now=True)
     suspended_at: datetime | None = tz_field(nullable=True)
+    rpm_limit: int | None = None
+    tpm_limit: int | None = Field(default=None, sa_type=sa.BigInteger)
+    max_concurrent_requests: int | None = None
 
 
 class ApiKey(SQLModel, table=True):
@@ -29,3 +33,6 @@ class ApiKey(SQLModel, table=True):
     created_at: datetime = tz_field(default_now=True)
     revoked_at: datetime | None = tz_field(nullable=True)
     expires_at: datetime | None = tz_field(nullable=True)
+    rpm_limit: int | None = None
+    tpm_limit: int | None = Field(default=None, sa_type=sa.BigInteger)
+    max_concurrent_requests: int | None = None

@@ -15,12 +15,24 @@ from gateway.auth.keys import KEY_PREFIX, display_prefix, generate_key, hash_key
 from gateway.auth.models import ApiKey, Tenant
 from gateway.db import guarded
 from gateway.errors import AuthenticationFailed, Conflict, InvalidRequest, NotFound, PermissionDenied
+from gateway.limits.service import Limits
 from gateway.timeutil import utcnow
 
 _KEYS = ApiKey.__table__  # type: ignore[attr-defined]
 _TENANTS = Tenant.__table__  # type: ignore[attr-defined]
 _LOOKUP = (
-    sa.select(_KEYS.c.id, _KEYS.c.tenant_id, _KEYS.c.expires_at, _TENANTS.c.suspended_at)
+    sa.select(
+        _KEYS.c.id,
+        _KEYS.c.tenant_id,
+        _KEYS.c.expires_at,
+        _TENANTS.c.suspended_at,
+        _KEYS.c.rpm_limit.label("k_rpm"),
+        _KEYS.c.tpm_limit.label("k_tpm"),
+        _KEYS.c.max_concurrent_requests.label("k_conc"),
+        _TENANTS.c.rpm_limit.label("t_rpm"),
+        _TENANTS.c.tpm_limit.label("t_tpm"),
+        _TENANTS.c.max_concurrent_requests.label("t_conc"),
+    )
     .join(_TENANTS, _TENANTS.c.id == _KEYS.c.tenant_id)
     .where(_KEYS.c.key_hash == sa.bindparam("h"), _KEYS.c.revoked_at.is_(None))
 )
@@ -32,6 +44,7 @@ class Caller:
 
     key_id: str
     tenant_id: str
+    limits: tuple[Limits, ...] = ()
 
 
 _BAD_KEY = "Incorrect API key provided. You can find your API key in your account settings."
@@ -54,7 +67,11 @@ async def authenticate(db: AsyncEngine, authorization: str | None) -> Caller:
         raise PermissionDenied(
             "This account is suspended: its API keys cannot be used. Contact the operator.", code="account_suspended"
         )
-    return Caller(key_id=row.id, tenant_id=row.tenant_id)
+    limits = (
+        Limits(f"t:{row.tenant_id}", row.t_rpm, row.t_tpm, row.t_conc),
+        Limits(f"k:{row.id}", row.k_rpm, row.k_tpm, row.k_conc),
+    )
+    return Caller(key_id=row.id, tenant_id=row.tenant_id, limits=tuple(lim for lim in limits if lim.any))
 
 
 async def create_tenant(session: AsyncSession, name: str) -> Tenant:

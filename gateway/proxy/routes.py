@@ -26,7 +26,7 @@ async def _forward(
     if deployment is not None:  # the path names the deployment; it wins over any `model` in the body
         model = _deployment(deployment)
     call: Call = await proxy.prepare(caller, path, body, model, len(raw))
-    headers = {"x-request-id": call.request_id}
+    headers = {"x-request-id": call.request_id, **call.grant.headers}
     if call.stream:
         events = await proxy.open_stream(call)
         return Stream(events, media_type="text/event-stream", headers={**_SSE_HEADERS, **headers})

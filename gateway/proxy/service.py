@@ -23,6 +23,7 @@ from gateway.auth.service import Caller
 from gateway.db import guarded
 from gateway.engine.client import EngineClient, EngineModelMissing, parse_event
 from gateway.errors import EngineError, GatewayError
+from gateway.limits.service import Grant, RateLimiter
 from gateway.metrics import Metrics
 from gateway.timeutil import utcnow
 from gateway.usage.writer import UsageWriter, usage_row
@@ -44,10 +45,12 @@ class Call:
     stream: bool
     wants_usage: bool
     ticket: Ticket
+    grant: Grant
     wants_running_usage: bool = False
     request_id: str = field(default_factory=ids.request_id)
     started_at: datetime = field(default_factory=utcnow)
     clock: float = field(default_factory=time.perf_counter)
+    used_tokens: int = 0
 
     @property
     def kind(self) -> str:
@@ -62,8 +65,15 @@ class Tokens:
 
 class ProxyService:
     def __init__(
-        self, db: AsyncEngine, engine: EngineClient, writer: UsageWriter, admission: Admission, metrics: Metrics
+        self,
+        db: AsyncEngine,
+        engine: EngineClient,
+        writer: UsageWriter,
+        admission: Admission,
+        metrics: Metrics,
+        limiter: RateLimiter,
     ) -> None:
+        self.limiter = limiter
         self.db = db
         self.engine = engine
         self.writer = writer
@@ -75,8 +85,13 @@ class ProxyService:
         info = await self.engine.info()
         target = await adapters.resolve(self.db, info, caller.tenant_id, model)
         worst_case = _worst_case_tokens(body, body_bytes, info.max_model_len)
-        async with guarded():
-            ticket = await self.admission.admit(caller.tenant_id, target.adapter_id, target.base_model, worst_case)
+        grant = await self.limiter.admit(list(caller.limits), worst_case)
+        try:
+            async with guarded():
+                ticket = await self.admission.admit(caller.tenant_id, target.adapter_id, target.base_model, worst_case)
+        except BaseException:
+            await self.limiter.settle(grant, 0)
+            raise
         stream = bool(body.get("stream"))
         wants_usage = wants_running = False
         if stream:
@@ -90,7 +105,7 @@ class ProxyService:
             options["include_usage"] = True
             body["stream_options"] = options
         body["model"] = target.engine_model
-        return Call(caller, endpoint, body, model, target, stream, wants_usage, ticket, wants_running)
+        return Call(caller, endpoint, body, model, target, stream, wants_usage, ticket, grant, wants_running)
 
     async def complete(self, call: Call) -> dict[str, Any]:
         """A non-streaming call; returns the engine's answer once its usage is committed."""
@@ -104,7 +119,7 @@ class ProxyService:
             usage = answer.get("usage") or {}
             await self._record(call, _tokens(usage), "ok", 200)
         finally:
-            self.admission.release(call.ticket)
+            await self._settle(call)
         answer["model"] = call.client_model
         return answer
 
@@ -120,7 +135,7 @@ class ProxyService:
             try:
                 await self._record_failure(call, exc)
             finally:
-                self.admission.release(call.ticket)
+                await self._settle(call)
             raise
         return self._relay(call, events, stack)
 
@@ -167,7 +182,12 @@ class ProxyService:
                     with contextlib.suppress(GatewayError):
                         await asyncio.shield(task)
             finally:
-                self.admission.release(call.ticket)
+                await self._settle(call)
+
+    async def _settle(self, call: Call) -> None:
+        """The call is over, metered or not: free its quota reservation and correct its rate-limit tokens."""
+        self.admission.release(call.ticket)
+        await self.limiter.settle(call.grant, call.used_tokens)
 
     async def _with_reload(self, call: Call, send: Any) -> Any:
         """Send; if the engine forgot this adapter (restart, eviction), load it again and retry once."""
@@ -201,6 +221,7 @@ class ProxyService:
                 finished_at=utcnow(),
             )
         )
+        call.used_tokens = tokens.prompt + tokens.completion
         # Counted only once committed, so the counters agree with the usage table.
         m, extra = self.metrics, self.metrics.tenant(call.caller.tenant_id)
         m.completions.labels(call.endpoint, t.base_model, call.kind, status, str(call.stream).lower(), *extra).inc()

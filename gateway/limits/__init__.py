@@ -1,0 +1,1 @@
+"""Rate limits per tenant and per key: requests and tokens per minute, concurrent requests."""

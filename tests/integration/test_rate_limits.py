@@ -1,0 +1,125 @@
+"""Rate limits: bursts over the limit get 429 with OpenAI's headers; the number admitted never exceeds it."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import ARTIFACTS
+from tests.support.processes import GatewayProcess
+
+CHAT = [{"role": "user", "content": "hi"}]
+
+
+def fresh_window() -> None:
+    """Limits are per-minute windows: do not start a burst in the last seconds of one."""
+    left = 60 - time.time() % 60
+    if left < 10:
+        time.sleep(left + 0.5)
+
+
+def call(url: str, headers: dict[str, str], max_tokens: int = 3, stream: bool = False) -> httpx.Response:
+    body = {"model": "tiny-base", "messages": CHAT, "max_tokens": max_tokens, "stream": stream}
+    return httpx.post(f"{url}/v1/chat/completions", headers=headers, json=body, timeout=60)
+
+
+def test_requests_per_minute_burst(gateway: Any, admin: httpx.Client, make_tenant: Any) -> None:
+    t = make_tenant()
+    r = admin.patch(f"/admin/tenants/{t.id}", json={"rpm_limit": 3})
+    assert r.status_code == 200 and r.json()["rpm_limit"] == 3
+    fresh_window()
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: call(gateway.url, t.headers), range(8)))
+    codes = [a.status_code for a in answers]
+    assert codes.count(200) == 3 and codes.count(429) == 5, codes
+    for a in answers:
+        assert a.headers["x-ratelimit-limit-requests"] == "3"
+        assert a.headers["x-ratelimit-reset-requests"].endswith("s")
+        if a.status_code == 429:
+            err = a.json()["error"]
+            assert err["code"] == "rate_limit_exceeded" and err["type"] == "rate_limit_error"
+            assert int(a.headers["retry-after"]) >= 1 and a.headers["x-ratelimit-remaining-requests"] == "0"
+    remaining = sorted(int(a.headers["x-ratelimit-remaining-requests"]) for a in answers if a.status_code == 200)
+    assert remaining == [0, 1, 2]
+    # back to unlimited: no limit, no headers
+    admin.patch(f"/admin/tenants/{t.id}", json={"rpm_limit": None})
+    ok = call(gateway.url, t.headers)
+    assert ok.status_code == 200 and "x-ratelimit-limit-requests" not in ok.headers
+
+
+def test_tokens_per_minute_on_a_key(gateway: Any, admin: httpx.Client, make_tenant: Any, sql: Any) -> None:
+    t = make_tenant()
+    key = admin.post(f"/admin/tenants/{t.id}/keys", json={"name": "small", "tpm_limit": 400}).json()
+    headers = {"Authorization": f"Bearer {key['key']}"}
+    too_big = call(gateway.url, headers, max_tokens=500)
+    assert too_big.status_code == 429 and too_big.json()["error"]["param"] == "max_tokens"
+    fresh_window()
+    codes = []
+    for _ in range(40):
+        r = call(gateway.url, headers, max_tokens=10)
+        codes.append(r.status_code)
+        assert r.headers["x-ratelimit-limit-tokens"] == "400"
+        if r.status_code == 429:
+            break
+    assert codes[-1] == 429 and codes.count(200) >= 3, codes  # reservations were corrected to real counts
+    used = sql.scalar(
+        "SELECT sum(prompt_tokens + completion_tokens) FROM usage_records"
+        " WHERE api_key_id = $1 AND started_at >= date_trunc('minute', now())",
+        key["id"],
+    )
+    assert used <= 400
+    # the tenant's other key is not limited
+    assert call(gateway.url, t.headers).status_code == 200
+
+
+def test_concurrent_requests_limit(gateway: Any, admin: httpx.Client, make_tenant: Any, sql: Any) -> None:
+    t = make_tenant()
+    assert admin.patch(f"/admin/keys/{t.key_id}", json={"max_concurrent_requests": 2}).status_code == 200
+    body = {"model": "tiny-base", "messages": CHAT, "max_tokens": 200, "ignore_eos": True}
+
+    def one(_: int) -> httpx.Response:
+        return httpx.post(f"{gateway.url}/v1/chat/completions", headers=t.headers, json=body, timeout=60)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(one, range(8)))
+    refused = [a for a in answers if a.status_code == 429]
+    assert refused and all("concurrent" in a.json()["error"]["message"] for a in refused)
+    assert any(a.status_code == 200 for a in answers)
+    spans = sql.fetch("SELECT started_at, finished_at FROM usage_records WHERE api_key_id = $1", t.key_id)
+    events = sorted([(s["started_at"], 1) for s in spans] + [(s["finished_at"], -1) for s in spans])
+    running = peak = 0
+    for _, step in events:
+        running += step
+        peak = max(peak, running)
+    assert len(spans) == sum(a.status_code == 200 for a in answers) and peak <= 2
+
+
+def test_bad_limit_values(admin: httpx.Client, make_tenant: Any) -> None:
+    t = make_tenant()
+    for bad in (0, -5, "ten", True):
+        assert admin.patch(f"/admin/tenants/{t.id}", json={"rpm_limit": bad}).status_code == 400, bad
+
+
+@pytest.fixture(scope="module")
+def second_gateway(gateway_env: dict[str, str]) -> Iterator[GatewayProcess]:
+    gw = GatewayProcess(gateway_env, ARTIFACTS / "gateway-second.log")
+    gw.start()
+    yield gw
+    gw.stop()
+
+
+def test_limit_is_exact_across_two_gateway_processes(
+    gateway: Any, second_gateway: GatewayProcess, admin: httpx.Client, make_tenant: Any
+) -> None:
+    t = make_tenant()
+    admin.patch(f"/admin/tenants/{t.id}", json={"rpm_limit": 4})
+    fresh_window()
+    urls = [gateway.url, second_gateway.url] * 6
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        codes = list(pool.map(lambda u: call(u, t.headers).status_code, urls))
+    assert codes.count(200) == 4 and codes.count(429) == 8, codes
