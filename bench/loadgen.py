@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import resource
 import time
+from collections.abc import Iterator
 from functools import partial
 from urllib.parse import urlsplit
 
@@ -68,7 +70,9 @@ async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str], on_d
         parts.append(data[:-2])
 
 
-async def _client(host: str, port: int, request: bytes, stats: Stats, measure_from: float, until: float) -> None:
+async def _client(
+    host: str, port: int, requests: Iterator[bytes], stats: Stats, measure_from: float, until: float
+) -> None:
     reader = writer = None
     while time.perf_counter() < until:
         try:
@@ -77,7 +81,7 @@ async def _client(host: str, port: int, request: bytes, stats: Stats, measure_fr
             assert reader is not None
             t0 = time.perf_counter()
             first: list[float] = []
-            writer.write(request)
+            writer.write(next(requests))
             status_line = await asyncio.wait_for(reader.readline(), TIMEOUT_S)
             if not status_line:
                 raise ConnectionError("closed")
@@ -112,21 +116,34 @@ async def _client(host: str, port: int, request: bytes, stats: Stats, measure_fr
         writer.close()
 
 
-async def run(url: str, key: str | None, body: bytes, concurrency: int, duration: float, warmup: float) -> dict:
+async def run(
+    url: str,
+    key: str | None,
+    body: bytes,
+    concurrency: int,
+    duration: float,
+    warmup: float,
+    models: list[str] | None = None,
+) -> dict:
+    """Closed-loop load; with `models`, the body's "model" rotates over them, one request after another."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     auth = f"authorization: Bearer {key}\r\n".encode() if key else b""
-    request = (
-        f"POST {parts.path} HTTP/1.1\r\nhost: {host}:{port}\r\ncontent-type: application/json\r\n".encode()
-        + auth
-        + f"content-length: {len(body)}\r\n\r\n".encode()
-        + body
+    bodies = [json.dumps(json.loads(body) | {"model": m}).encode() for m in models] if models else [body]
+    requests = itertools.cycle(
+        [
+            f"POST {parts.path} HTTP/1.1\r\nhost: {host}:{port}\r\ncontent-type: application/json\r\n".encode()
+            + auth
+            + f"content-length: {len(b)}\r\n\r\n".encode()
+            + b
+            for b in bodies
+        ]
     )
     stats = Stats()
     start = time.perf_counter()
     measure_from = start + warmup
     until = measure_from + duration
-    await asyncio.gather(*(_client(host, port, request, stats, measure_from, until) for _ in range(concurrency)))
+    await asyncio.gather(*(_client(host, port, requests, stats, measure_from, until) for _ in range(concurrency)))
     elapsed = time.perf_counter() - measure_from
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {
@@ -150,6 +167,7 @@ def main() -> None:
     p.add_argument("-c", "--concurrency", type=int, default=16)
     p.add_argument("-d", "--duration", type=float, default=10.0, help="measured seconds")
     p.add_argument("--warmup", type=float, default=1.0, help="seconds of load before measuring")
+    p.add_argument("--models", help="comma-separated model names: requests rotate over them")
     args = p.parse_args()
     try:
         import uvloop
@@ -157,7 +175,9 @@ def main() -> None:
         uvloop.install()
     except ImportError:
         pass
-    result = asyncio.run(run(args.url, args.key, args.body.encode(), args.concurrency, args.duration, args.warmup))
+    models = args.models.split(",") if args.models else None
+    body = args.body.encode()
+    result = asyncio.run(run(args.url, args.key, body, args.concurrency, args.duration, args.warmup, models))
     print(json.dumps(result))
 
 
