@@ -58,10 +58,11 @@ format: $(STAMP) ## apply ruff's formatting and fixes
 	@$(BIN)/ruff format gateway billing devstack tests alembic bench
 	@$(BIN)/ruff check --fix gateway billing devstack tests alembic bench
 
-bench: $(STAMP) ## gateway overhead vs LiteLLM on a mock engine, and usage-write throughput (about 9 min; writes bench/results/)
+bench: $(STAMP) ## gateway overhead vs LiteLLM, usage-write throughput, multi-LoRA engine throughput (~18 min; bench/results/)
 	@test -x .data/bench-venv/bin/litellm || { $(PYTHON) -m venv .data/bench-venv && .data/bench-venv/bin/pip install -q 'litellm[proxy]' matplotlib py-spy; }
 	@$(BIN)/python -m bench.gateway_overhead
 	@$(BIN)/python -m bench.usage_writes
+	@$(BIN)/python -m bench.multi_lora
 
 clean: ## remove the data folder (database, models, adapters, logs); keeps the virtualenv
 	rm -rf .data test-artifacts
