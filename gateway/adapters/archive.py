@@ -10,6 +10,9 @@ import shutil
 import stat
 import tarfile
 import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import IO, BinaryIO
 
@@ -44,6 +47,10 @@ def _member_name(raw: str) -> str:
     return parts[-1] if parts else ""
 
 
+class Unsafe(InvalidRequest):
+    code = "invalid_adapter"
+
+
 def check_names(names: list[str]) -> None:
     """Exactly the adapter files, each once; a clear word for pickled weights and strays."""
     pickles = [n for n in names if n.endswith(PICKLE_SUFFIXES)]
@@ -63,10 +70,6 @@ def check_names(names: list[str]) -> None:
         raise Unsafe(f"Missing {', '.join(missing)}: an adapter is exactly {CONFIG} and {WEIGHTS}.")
 
 
-class Unsafe(InvalidRequest):
-    code = "invalid_adapter"
-
-
 def _copy_limited(src: IO[bytes], dst: Path, budget: list[int]) -> None:
     with dst.open("wb") as out:
         while chunk := src.read(_CHUNK):
@@ -76,63 +79,74 @@ def _copy_limited(src: IO[bytes], dst: Path, budget: list[int]) -> None:
             out.write(chunk)
 
 
-def unpack_tar(src: BinaryIO, staging: Path, max_unpacked: int) -> None:
+@dataclass(frozen=True)
+class _Member:
+    """One archive entry, whatever the archive format."""
+
+    raw_name: str
+    size: int  # as declared; the copy counts real bytes anyway
+    special: bool  # a link, device, FIFO…
+    open: Callable[[], IO[bytes]]
+
+
+def _unpack(members: list[_Member], entries: int, staging: Path, max_unpacked: int) -> None:
+    if entries > MAX_MEMBERS:
+        raise Unsafe(f"The archive has {entries} entries; an adapter needs two files.")
+    special = [m.raw_name for m in members if m.special]
+    if special:
+        raise InvalidRequest(
+            f"Links, devices and other special files are not allowed in archives: {special}.",
+            code="unsafe_archive",
+            param="file",
+        )
+    names = [_member_name(m.raw_name) for m in members]
+    check_names(names)
+    if sum(m.size for m in members) > max_unpacked:
+        raise PayloadTooLarge("The adapter unpacks to more than the allowed size.", param="file")
     budget = [max_unpacked]
+    for member, name in zip(members, names, strict=True):
+        if name not in IGNORED:
+            with member.open() as handle:
+                _copy_limited(handle, staging / name, budget)
+
+
+def _unreadable(exc: BaseException) -> InvalidRequest:
+    return InvalidRequest(f"The archive could not be read: {exc}", code="invalid_archive", param="file")
+
+
+def unpack_tar(src: BinaryIO, staging: Path, max_unpacked: int) -> None:
+    def opener(tar: tarfile.TarFile, info: tarfile.TarInfo) -> Callable[[], IO[bytes]]:
+        def open_member() -> IO[bytes]:
+            handle = tar.extractfile(info)
+            if handle is None:  # not a regular file: refused above, never reached
+                raise _unreadable(ValueError(info.name))
+            return handle
+
+        return open_member
+
     try:
         with tarfile.open(fileobj=src, mode="r:*") as tar:
-            members = tar.getmembers()
-            files = [m for m in members if not m.isdir()]
-            if len(members) > MAX_MEMBERS:
-                raise Unsafe(f"The archive has {len(members)} entries; an adapter needs two files.")
-            bad = [m.name for m in files if not m.isreg()]
-            if bad:
-                raise InvalidRequest(
-                    f"Links, devices and other special files are not allowed in archives: {bad}.",
-                    code="unsafe_archive",
-                    param="file",
-                )
-            names = [_member_name(m.name) for m in files]
-            check_names(names)
-            if sum(m.size for m in files) > max_unpacked:
-                raise PayloadTooLarge("The adapter unpacks to more than the allowed size.", param="file")
-            for member, name in zip(files, names, strict=True):
-                if name in IGNORED:
-                    continue
-                handle = tar.extractfile(member)
-                assert handle is not None  # regular file
-                _copy_limited(handle, staging / name, budget)
+            entries = tar.getmembers()
+            members = [_Member(m.name, m.size, not m.isreg(), opener(tar, m)) for m in entries if not m.isdir()]
+            _unpack(members, len(entries), staging, max_unpacked)
     except (tarfile.TarError, EOFError, OSError) as exc:
-        if isinstance(exc, InvalidRequest):
-            raise
-        raise InvalidRequest(f"The archive could not be read: {exc}", code="invalid_archive", param="file") from exc
+        raise _unreadable(exc) from exc
 
 
 def unpack_zip(src: BinaryIO, staging: Path, max_unpacked: int) -> None:
-    budget = [max_unpacked]
+    def special(info: zipfile.ZipInfo) -> bool:
+        kind = stat.S_IFMT(info.external_attr >> 16)
+        return bool(kind) and kind != stat.S_IFREG  # zips from many tools leave the type bits 0
+
     try:
         with zipfile.ZipFile(src) as zf:
-            infos = [i for i in zf.infolist() if not i.is_dir()]
-            if len(zf.infolist()) > MAX_MEMBERS:
-                raise Unsafe(f"The archive has {len(zf.infolist())} entries; an adapter needs two files.")
-            for info in infos:
-                kind = stat.S_IFMT(info.external_attr >> 16)
-                if kind and kind != stat.S_IFREG:  # zips from many tools leave the type bits 0
-                    raise InvalidRequest(
-                        f"Links and special files are not allowed in archives: {info.filename!r}.",
-                        code="unsafe_archive",
-                        param="file",
-                    )
-            names = [_member_name(i.filename) for i in infos]
-            check_names(names)
-            if sum(i.file_size for i in infos) > max_unpacked:
-                raise PayloadTooLarge("The adapter unpacks to more than the allowed size.", param="file")
-            for info, name in zip(infos, names, strict=True):
-                if name in IGNORED:
-                    continue
-                with zf.open(info) as handle:  # declared sizes can lie: the copy counts real bytes
-                    _copy_limited(handle, staging / name, budget)
+            entries = zf.infolist()
+            members = [
+                _Member(i.filename, i.file_size, special(i), partial(zf.open, i)) for i in entries if not i.is_dir()
+            ]
+            _unpack(members, len(entries), staging, max_unpacked)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, NotImplementedError) as exc:
-        raise InvalidRequest(f"The archive could not be read: {exc}", code="invalid_archive", param="file") from exc
+        raise _unreadable(exc) from exc
 
 
 def stage_files(files: dict[str, BinaryIO], staging: Path, max_unpacked: int) -> None:
