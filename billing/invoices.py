@@ -9,8 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from billing.errors import InvalidBillingInput
-from billing.ledger import INVOICES, LEDGER, _lock
+from billing.ledger import INVOICES, LEDGER, _lock, period_unit
 from billing.models import InvoiceLine, StripeOutbox
 from billing.money import round_half_up, split_rounded
 
@@ -19,10 +18,7 @@ OUTBOX = StripeOutbox.__table__  # type: ignore[attr-defined]
 
 
 def check_period(period: str) -> str:
-    try:
-        datetime.strptime(period, "%Y-%m")
-    except (TypeError, ValueError) as exc:
-        raise InvalidBillingInput("period must look like 2026-11.", param="period") from exc
+    period_unit(period)  # raises InvalidBillingInput for anything but YYYY-MM or YYYY-MM-DD
     return period
 
 

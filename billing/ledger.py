@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -31,6 +31,7 @@ class AccountDefaults:
     mode: str
     trial_tokens: int
     currency: str
+    period: str = "month"  # the length of billing periods new charges are filed under: month | day
 
 
 @dataclass(frozen=True)
@@ -47,11 +48,28 @@ class Balance:
         return self.credit_micros // MICROS_PER_MINOR
 
 
-def period_of(at: datetime) -> str:
-    return at.astimezone(UTC).strftime("%Y-%m")
+_FORMATS = {"month": "%Y-%m", "day": "%Y-%m-%d"}
+
+
+def period_of(at: datetime, unit: str = "month") -> str:
+    """The billing period holding `at` (UTC): "2026-11" for months, "2026-11-25" for days."""
+    return at.astimezone(UTC).strftime(_FORMATS[unit])
+
+
+def period_unit(period: str) -> str:
+    """A period id says its own length: YYYY-MM is a month, YYYY-MM-DD a day."""
+    for unit, fmt in _FORMATS.items():
+        try:
+            datetime.strptime(period, fmt)
+        except (TypeError, ValueError):
+            continue
+        return unit
+    raise InvalidBillingInput("period must look like 2026-11 (a month) or 2026-11-25 (a day).", param="period")
 
 
 def next_period(period: str) -> str:
+    if period_unit(period) == "day":
+        return (datetime.strptime(period, "%Y-%m-%d") + timedelta(days=1)).strftime("%Y-%m-%d")
     year, month = int(period[:4]), int(period[5:7])
     return f"{year + month // 12:04d}-{month % 12 + 1:02d}"
 
@@ -142,7 +160,7 @@ async def charge_usage(conn: AsyncConnection, rows: list[dict[str, Any]], defaul
         charge = rate(row["prompt_tokens"], row["completion_tokens"], trial, price)
         credit, trial = credit - charge.amount_micros, trial - charge.trial_used
         balances[tenant] = (credit, trial)
-        period = period_of(row["started_at"])
+        period = period_of(row["started_at"], defaults.period)
         while (tenant, period) in closed:
             period = next_period(period)
         entries.append(

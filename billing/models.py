@@ -67,7 +67,7 @@ class LedgerEntry(SQLModel, table=True):
     tenant_id: str = Field(foreign_key="tenants.id", max_length=40)
     kind: str = Field(max_length=20, description="trial_grant | credit | charge | payment")
     occurred_at: datetime = _tz()
-    period: str | None = Field(default=None, max_length=7, description="the invoice period a charge belongs to")
+    period: str | None = Field(default=None, max_length=10, description="the invoice period a charge belongs to")
     request_id: str | None = Field(default=None, max_length=40, unique=True)
     model: str | None = Field(default=None, max_length=200, description="deployment id or base model")
     prompt_tokens: int = Field(default=0, sa_type=sa.BigInteger)
@@ -89,7 +89,7 @@ class Invoice(SQLModel, table=True):
 
     id: str = Field(primary_key=True, max_length=40)
     tenant_id: str = Field(foreign_key="tenants.id", max_length=40, index=True)
-    period: str = Field(max_length=7)
+    period: str = Field(max_length=10, description="YYYY-MM or YYYY-MM-DD")
     currency: str = Field(default="usd", max_length=3)
     prompt_tokens: int = Field(default=0, sa_type=sa.BigInteger)
     completion_tokens: int = Field(default=0, sa_type=sa.BigInteger)

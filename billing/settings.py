@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -16,6 +18,11 @@ class BillingSettings(BaseSettings):
     )
     default_mode: str = Field(default="prepaid", validation_alias=AliasChoices("BILLING_DEFAULT_MODE"))
     currency: str = Field(default="usd", validation_alias=AliasChoices("BILLING_CURRENCY"))
+    period: Literal["month", "day"] = Field(
+        default="month",
+        validation_alias=AliasChoices("BILLING_PERIOD"),
+        description="Length of billing periods: month (ids like 2026-11) or day (2026-11-25).",
+    )
     price_cache_seconds: float = Field(default=5.0, validation_alias=AliasChoices("BILLING_PRICE_CACHE_SECONDS"))
     stripe_api_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("STRIPE_API_KEY"))
     stripe_api_base: str | None = Field(

@@ -60,7 +60,7 @@ async def _reconcile_engine(engine: EngineClient, db_engine: AsyncEngine) -> Non
 
 def account_defaults(settings: Settings) -> AccountDefaults:
     b = settings.billing
-    return AccountDefaults(mode=b.default_mode, trial_tokens=b.trial_tokens, currency=b.currency)
+    return AccountDefaults(mode=b.default_mode, trial_tokens=b.trial_tokens, currency=b.currency, period=b.period)
 
 
 async def _watch_engine(engine: EngineClient, metrics: Metrics, every_s: float = 5.0) -> None:

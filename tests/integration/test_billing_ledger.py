@@ -140,3 +140,36 @@ def test_bad_period_and_price_inputs_are_refused(database_url: str) -> None:
 
     with pytest.raises(InvalidBillingInput):
         asyncio.run(bad_price())
+
+
+def test_daily_periods(database_url: str) -> None:
+    """BILLING_PERIOD=day: charges are filed under YYYY-MM-DD and each day closes into its own invoice."""
+    daily = AccountDefaults("postpaid", 0, "usd", period="day")
+
+    async def run() -> list[dict[str, Any]]:
+        db = create_async_engine(to_asyncpg_url(database_url))
+        tenant = "tnt_d" + secrets.token_hex(6)
+        rows = [
+            {"request_id": "req_" + secrets.token_hex(8), "tenant_id": tenant, "adapter_id": None, "base_model": "m",
+             "prompt_tokens": 1, "completion_tokens": n, "started_at": datetime(2025, 7, day, 12, tzinfo=UTC)}
+            for n, day in ((2, 30), (3, 31), (4, 31))
+        ]  # fmt: skip
+        try:
+            async with db.begin() as conn:
+                await conn.execute(
+                    sa.text("INSERT INTO tenants (id, name, created_at) VALUES (:i, :i, now())"), {"i": tenant}
+                )
+                await ledger.charge_usage(conn, rows, daily)
+                await invoices.close_period(conn, "2025-07-31")
+                # rated after 07-31 closed: goes to the next open day
+                late = {**rows[0], "request_id": "req_" + secrets.token_hex(8), "started_at": rows[1]["started_at"]}
+                await ledger.charge_usage(conn, [late], daily)
+                await invoices.close_period(conn, "2025-07-30")
+                await invoices.close_period(conn, "2025-08-01")
+                return await invoices.list_invoices(conn, tenant)
+        finally:
+            await db.dispose()
+
+    listed = {i["period"]: i["completion_tokens"] for i in asyncio.run(run())}
+    assert listed == {"2025-07-30": 2, "2025-07-31": 7, "2025-08-01": 2}
+    assert ledger.next_period("2025-12-31") == "2026-01-01" and ledger.next_period("2025-12") == "2026-01"
