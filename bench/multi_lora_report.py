@@ -8,13 +8,12 @@ from __future__ import annotations
 import contextlib
 import json
 import statistics
-import subprocess
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from bench.procs import BENCH_VENV, ROOT
+from bench.report_files import write_results
 
 
 def _med(values: list[float]) -> float:
@@ -233,26 +232,8 @@ def markdown(results: dict[str, Any], notes: str | None) -> str:
     return "\n".join(lines)
 
 
-def plot(json_path: Path, out_dir: Path) -> str:
-    """Draw the PNG with whichever Python has matplotlib (the project's, or the bench virtualenv's)."""
-    for py in (sys.executable, str(BENCH_VENV / "bin" / "python")):
-        if not Path(py).exists():
-            continue
-        if subprocess.run([py, "-c", "import matplotlib"], capture_output=True).returncode != 0:
-            continue
-        argv = [py, "-m", "bench.plot_multi_lora", str(json_path), str(out_dir)]
-        r = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
-        return "plotted" if r.returncode == 0 else f"plot failed: {r.stderr[-500:]}"
-    return "matplotlib not found: no plot"
-
-
 def write(results: dict[str, Any], out_dir: Path) -> None:
-    json_path = out_dir / "multi_lora.json"
-    json_path.write_text(json.dumps(results, indent=1, ensure_ascii=False))
-    notes_path = out_dir / "multi_lora_notes.md"
-    notes = notes_path.read_text() if notes_path.exists() else None
-    (out_dir / "multi_lora.md").write_text(markdown(results, notes))
-    print(plot(json_path, out_dir), flush=True)
+    write_results("multi_lora", results, out_dir, markdown, "bench.plot_multi_lora")
 
 
 def main() -> None:

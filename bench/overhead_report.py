@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bench.procs import BENCH_VENV, ROOT
+from bench.report_files import write_results
 
 GOALS = "added p50 ≤ 1 ms and p99 ≤ 3 ms at 64 concurrent; ≥ 3× LiteLLM's req/s; ≤ 1/4 of its added latency"
 QS = ("p50", "p90", "p99")
@@ -281,27 +280,8 @@ def profile_lines(prof: dict[str, Any]) -> list[str]:
     return out
 
 
-def plot(json_path: Path, out_dir: Path) -> str:
-    """Draw the PNGs with whichever Python has matplotlib (the project's, or the bench virtualenv's)."""
-    for py in (sys.executable, str(BENCH_VENV / "bin" / "python")):
-        if not Path(py).exists():
-            continue
-        if subprocess.run([py, "-c", "import matplotlib"], capture_output=True).returncode != 0:
-            continue
-        r = subprocess.run(
-            [py, "-m", "bench.plot_overhead", str(json_path), str(out_dir)], cwd=ROOT, capture_output=True, text=True
-        )
-        return "plotted" if r.returncode == 0 else f"plot failed: {r.stderr[-500:]}"
-    return "matplotlib not found: no plots"
-
-
 def write(results: dict[str, Any], out_dir: Path) -> None:
-    json_path = out_dir / "gateway_overhead.json"
-    json_path.write_text(json.dumps(results, indent=1, ensure_ascii=False))
-    notes_path = out_dir / "gateway_overhead_notes.md"
-    notes = notes_path.read_text() if notes_path.exists() else None
-    (out_dir / "gateway_overhead.md").write_text(markdown(results, notes))
-    print(plot(json_path, out_dir), flush=True)
+    write_results("gateway_overhead", results, out_dir, markdown, "bench.plot_overhead")
 
 
 def main() -> None:
