@@ -1,29 +1,29 @@
-"""How engine answers map to our errors (real httpx.Response objects, no engine needed)."""
+"""How engine answers map to our errors (no engine needed)."""
 
 from __future__ import annotations
 
-import httpx
+import json
 
 from gateway.engine.client import EngineModelMissing, map_status, parse_event
 from gateway.errors import EngineFailed, EngineRejected
 
 
-def response(status: int, body: object) -> httpx.Response:
-    return httpx.Response(status, json=body)
+def response(status: int, body: object) -> tuple[int, bytes]:
+    return status, json.dumps(body).encode()
 
 
 def test_model_missing_is_recognised() -> None:
-    err = map_status(response(404, {"error": {"message": "The model `mif-x` does not exist.", "code": 404}}))
+    err = map_status(*response(404, {"error": {"message": "The model `mif-x` does not exist.", "code": 404}}))
     assert isinstance(err, EngineModelMissing)
 
 
 def test_client_errors_pass_through_with_param() -> None:
-    err = map_status(response(400, {"error": {"message": "max_tokens too big", "param": "max_tokens"}}))
+    err = map_status(*response(400, {"error": {"message": "max_tokens too big", "param": "max_tokens"}}))
     assert isinstance(err, EngineRejected) and err.status_code == 400 and err.param == "max_tokens"
 
 
 def test_server_errors_hide_details() -> None:
-    err = map_status(response(500, {"error": {"message": "CUDA out of memory at /secret/path"}}))
+    err = map_status(*response(500, {"error": {"message": "CUDA out of memory at /secret/path"}}))
     assert isinstance(err, EngineFailed) and "secret" not in err.message and err.status_code == 502
 
 
