@@ -161,6 +161,20 @@ def scrape(engine_url: str) -> tuple[float, list[tuple[list[str], list[str], flo
     return tokens, lora
 
 
+def settled_scrape(engine_url: str, before: float) -> tuple[float, list[tuple[list[str], list[str], float]]]:
+    """scrape() once the engine's counters stop moving: vLLM records a request's last tokens a moment after the
+    client has its last chunk, so a scrape right after the load generator exits can miss the final request."""
+    tokens, lora = scrape(engine_url)
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        again, lora = scrape(engine_url)
+        if again == tokens and again > before:
+            break
+        tokens = again
+    return tokens, lora
+
+
 def busy_cpu_s() -> float:
     """CPU seconds the whole machine spent busy (all processes, everyone's)."""
     t = psutil.cpu_times()
@@ -183,7 +197,7 @@ def run_cell(stack: Stack, path: Route, count: int, settings: Settings, rnd: int
     wall = time.perf_counter() - t0
     busy, wall1 = busy_cpu_s() - busy0, time.time()
     cpu = {k: procs.cpu_seconds([p]) - cpu0[k] for k, p in pids.items() if p}
-    tokens1, lora = scrape(stack.engine_url)
+    tokens1, lora = settled_scrape(stack.engine_url, tokens0)
     r: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     seen: set[str] = set()
     max_running = max_waiting = 0
