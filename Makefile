@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(ENGINE_EXTRA)
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run demo test test-unit lint format models migrate bench browser clean
+.PHONY: help install run demo test test-unit lint format models migrate bench browser helm clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -42,11 +42,14 @@ migrate: $(STAMP) ## apply database migrations to $$DATABASE_URL
 browser: ## Debian's chromium, for the dashboard's browser tests
 	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
-test: $(STAMP) browser lint ## install what the tests need, lint, and run them all (real PostgreSQL, real vLLM engine)
+helm: $(STAMP) ## the helm binary, for the Helm chart tests (tests/unit/test_deploy_manifests.py)
+	@bash deploy/install-helm.sh $(BIN)
+
+test: $(STAMP) browser helm lint ## install what the tests need, lint, and run them all (real PostgreSQL, real vLLM engine)
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; exit 1; fi; exit $$rc
 
-test-unit: $(STAMP) ## only the fast tests (no engine, no database)
+test-unit: $(STAMP) helm ## only the fast tests (no engine, no database)
 	@$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff and mypy
