@@ -13,16 +13,19 @@ from gateway.adapters import service as adapters
 from gateway.adapters.service import model_not_found
 from gateway.auth.service import Caller
 from gateway.engine.client import EngineClient
-from gateway.proxy.schemas import parse_body
+from gateway.proxy.schemas import CHAT_REQUEST, COMPLETION_REQUEST, documented_body, parse_body
 from gateway.proxy.service import Call, ProxyService
 
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+_CHAT_BODY = documented_body(CHAT_REQUEST)
+_COMPLETION_BODY = documented_body(COMPLETION_REQUEST)
 
 
 async def _forward(
     proxy: ProxyService, caller: Caller, raw: bytes, kind: str, path: str, deployment: str | None = None
 ) -> Response[Any]:
-    body, model = parse_body(raw, kind, default_model=deployment)
+    info = await proxy.engine.info()  # cached after the first call
+    body, model = parse_body(raw, kind, default_model=deployment, max_model_len=info.max_model_len)
     if deployment is not None:  # the path names the deployment; it wins over any `model` in the body
         model = _deployment(deployment)
     call: Call = await proxy.prepare(caller, path, body, model, len(raw))
@@ -37,14 +40,14 @@ class OpenAIController(Controller):
     path = "/v1"
     tags = ["OpenAI"]
 
-    @post("/chat/completions", status_code=200)
+    @post("/chat/completions", status_code=200, operation_class=_CHAT_BODY)
     async def chat_completions(
         self, request: Request[Any, Any, Any], caller: Caller, proxy: ProxyService
     ) -> Response[Any]:
         """Chat completion on the base model or one of your adapters (`model` = name or deployment id)."""
         return await _forward(proxy, caller, await request.body(), "chat", "/v1/chat/completions")
 
-    @post("/completions", status_code=200)
+    @post("/completions", status_code=200, operation_class=_COMPLETION_BODY)
     async def completions(self, request: Request[Any, Any, Any], caller: Caller, proxy: ProxyService) -> Response[Any]:
         """Text completion on the base model or one of your adapters."""
         return await _forward(proxy, caller, await request.body(), "completions", "/v1/completions")
@@ -77,14 +80,14 @@ class MaasController(Controller):
     path = "/maas/deployment/{deployment_id:str}"
     tags = ["Deployments"]
 
-    @post("/chat/completions", status_code=200)
+    @post("/chat/completions", status_code=200, operation_class=_CHAT_BODY)
     async def chat_completions(
         self, deployment_id: str, request: Request[Any, Any, Any], caller: Caller, proxy: ProxyService
     ) -> Response[Any]:
         """Chat completion on one deployment."""
         return await _forward(proxy, caller, await request.body(), "chat", "/v1/chat/completions", deployment_id)
 
-    @post("/completions", status_code=200)
+    @post("/completions", status_code=200, operation_class=_COMPLETION_BODY)
     async def completions(
         self, deployment_id: str, request: Request[Any, Any, Any], caller: Caller, proxy: ProxyService
     ) -> Response[Any]:
@@ -93,6 +96,6 @@ class MaasController(Controller):
 
 
 def _deployment(deployment_id: str) -> str:
-    if not deployment_id.startswith("mif-"):
-        raise model_not_found(deployment_id)
+    if not deployment_id.startswith("mif-") or len(deployment_id) > 64 or "\x00" in deployment_id:
+        raise model_not_found(deployment_id[:64].replace("\x00", ""))
     return deployment_id
