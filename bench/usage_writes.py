@@ -38,9 +38,9 @@ class CountingWriter(UsageWriter):
         super().__init__(*args, **kwargs)
         self.batches: list[int] = []
 
-    async def _write(self, rows: list[dict[str, Any]]) -> None:
-        await super()._write(rows)
-        self.batches.append(len(rows))
+    async def _write(self, batch: list[Any]) -> None:
+        await super()._write(batch)
+        self.batches.append(len(batch))
 
 
 def _pct(values: list[float], q: float) -> float:

@@ -1,19 +1,19 @@
 """Admission control for prepaid tenants: refuse before the engine when trial and credit are used up.
 
-Concurrent requests reserve their worst-case cost (prompt estimate + max_tokens at the model's price) in
-this process while in flight, so racing requests overdraw a small balance by at most what the in-flight
-requests can cost. (Reservations are per process: with several gateway processes the bound is per process.)
+Concurrent requests hold their worst-case cost (prompt estimate + max_tokens at the model's price) while in
+flight. The holds live with the caller's open-request rows in PostgreSQL, so they are shared by every gateway
+process and host; the caller serializes one tenant's admissions (a transaction-scoped lock) and passes in what
+the tenant's other open requests hold. This module only reads the ledger and decides.
 """
 
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from billing.errors import InsufficientQuota
 from billing.ledger import AccountDefaults, price_book
@@ -33,9 +33,21 @@ _STATE = sa.text(
 )
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
+class AccountState:
+    mode: str
+    credit_micros: int
+    trial_tokens: int
+
+    @property
+    def prepaid(self) -> bool:
+        return self.mode == "prepaid"
+
+
+@dataclass(frozen=True, slots=True)
 class Ticket:
-    tenant_id: str
+    """What an admitted request holds until it settles: trial tokens and credit (micro-minor units)."""
+
     tokens: int = 0
     micros: int = 0
 
@@ -47,59 +59,51 @@ class Admission:
         self._ttl = price_cache_seconds
         self._book: dict[str, list[PriceVersion]] = {}
         self._book_at = float("-inf")
-        self._tokens: dict[str, int] = defaultdict(int)
-        self._micros: dict[str, int] = defaultdict(int)
-        # Every reservation ever made, per tenant: lets admit() count the ones made while it read the ledger.
-        self._added_tokens: dict[str, int] = defaultdict(int)
-        self._added_micros: dict[str, int] = defaultdict(int)
 
     def forget_prices(self) -> None:
         """Reload the price book on the next admission (called when this process changes a price;
         other processes notice within price_cache_seconds)."""
         self._book_at = float("-inf")
 
-    async def _prices(self) -> dict[str, list[PriceVersion]]:
+    async def load_prices(self) -> None:
+        """Refresh the cached price book if it is stale. Call it before opening the admission transaction:
+        it takes a connection of its own, and a transaction waiting for a second connection can starve the pool."""
         if time.monotonic() - self._book_at > self._ttl:
             async with self._db.connect() as conn:
                 self._book = await price_book(conn)
             self._book_at = time.monotonic()
-        return self._book
 
-    async def admit(self, tenant_id: str, adapter_id: str | None, base_model: str, max_tokens: int) -> Ticket:
-        """Reserve this request's worst case, or raise InsufficientQuota (nothing is reserved then).
+    async def state(self, conn: AsyncConnection, tenant_id: str) -> AccountState:
+        """The tenant's billing mode, credit and trial tokens as the ledger has them now."""
+        row = (await conn.execute(_STATE, {"t": tenant_id})).first()
+        if row is None:
+            return AccountState(self._defaults.mode, 0, self._defaults.trial_tokens)
+        return AccountState(row.mode, int(row.credit), int(row.trial))
 
-        A request that settles while we read the ledger may be missing from what we read, so we count the
-        reservations as they were *before* the read (released or not) plus any made during it.
-        """
-        held_tokens, held_micros = self._tokens[tenant_id], self._micros[tenant_id]
-        added_tokens, added_micros = self._added_tokens[tenant_id], self._added_micros[tenant_id]
-        async with self._db.connect() as conn:
-            row = (await conn.execute(_STATE, {"t": tenant_id})).first()
-        mode, credit, trial = (
-            (row.mode, row.credit, row.trial) if row else (self._defaults.mode, 0, self._defaults.trial_tokens)
-        )
-        if mode != "prepaid":
-            return Ticket(tenant_id)
-        price = choose_price(await self._prices(), adapter_id, base_model, datetime.now(UTC))
+    def decide(
+        self,
+        state: AccountState,
+        adapter_id: str | None,
+        base_model: str,
+        max_tokens: int,
+        held_tokens: int,
+        held_micros: int,
+    ) -> Ticket:
+        """This request's hold, or InsufficientQuota. `held_*` is what the tenant's other open requests hold;
+        read it BEFORE `state` in the same transaction: a request settling in between is then counted twice
+        (held and charged), never zero times."""
+        if not state.prepaid:
+            return Ticket()
+        price = choose_price(self._book, adapter_id, base_model, datetime.now(UTC))
         unit = max(price.prompt_per_million, price.completion_per_million)
-        trial_free = max(trial - held_tokens - (self._added_tokens[tenant_id] - added_tokens), 0)
-        credit_free = credit - held_micros - (self._added_micros[tenant_id] - added_micros)
+        trial_free = max(state.trial_tokens - held_tokens, 0)
+        credit_free = state.credit_micros - held_micros
         from_trial = min(trial_free, max_tokens)
         cost = (max_tokens - from_trial) * unit
         if cost > 0 and trial_free == 0 and credit_free <= 0:
             raise InsufficientQuota(
                 "You exceeded your current quota: your free trial tokens and prepaid credit are used up "
-                f"(balance {credit / MICROS_PER_MINOR:.2f} {self._defaults.currency}). Add credit to continue: "
-                "pay a top-up invoice or ask your operator for a credit grant."
+                f"(balance {state.credit_micros / MICROS_PER_MINOR:.2f} {self._defaults.currency}). "
+                "Add credit to continue: pay a top-up invoice or ask your operator for a credit grant."
             )
-        ticket = Ticket(tenant_id, from_trial, cost)
-        self._tokens[tenant_id] += ticket.tokens
-        self._micros[tenant_id] += ticket.micros
-        self._added_tokens[tenant_id] += ticket.tokens
-        self._added_micros[tenant_id] += ticket.micros
-        return ticket
-
-    def release(self, ticket: Ticket) -> None:
-        """The request is settled (its charge is in the ledger) or failed: drop its reservation."""
-        self._tokens[ticket.tenant_id] -= ticket.tokens
-        self._micros[ticket.tenant_id] -= ticket.micros
+        return Ticket(from_trial, cost)

@@ -37,6 +37,8 @@ from gateway.metrics import Metrics, MetricsMiddleware, metrics_endpoint
 from gateway.proxy.routes import MaasController, OpenAIController
 from gateway.proxy.service import ProxyService
 from gateway.settings import Settings
+from gateway.usage.instances import Instance, new_instance_id
+from gateway.usage.open_requests import OpenRequests
 from gateway.usage.writer import UsageWriter
 
 log = logging.getLogger(__name__)
@@ -90,8 +92,13 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Any:
         defaults = account_defaults(settings)
         writer = UsageWriter(db_engine, on_commit=lambda conn, rows: ledger.charge_usage(conn, rows, defaults))
         admission = Admission(db_engine, defaults, settings.billing.price_cache_seconds)
+        open_requests = OpenRequests(db_engine, admission, new_instance_id())
+        writer.on_closed = open_requests.closed
+        instance = Instance(db_engine, open_requests, writer, settings.server.instance_timeout_s)
+        await instance.register()  # before any request is admitted: our open rows are never taken for orphans
         limiter = RateLimiter(db_engine)
         writer.start()
+        heartbeat = asyncio.create_task(instance.run(), name="instance-heartbeat")
         reconcile = asyncio.create_task(_reconcile_engine(engine, db_engine), name="engine-reconcile")
         watch = asyncio.create_task(_watch_engine(engine, metrics), name="engine-health")
         prune = asyncio.create_task(_prune_rate_counters(limiter), name="rate-counter-prune")
@@ -105,7 +112,10 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Any:
             sessions=db.session_factory(db_engine),
             engine=engine,
             writer=writer,
-            proxy=ProxyService(db_engine, engine, writer, admission, metrics, limiter),
+            admission=admission,
+            proxy=ProxyService(
+                db_engine, engine, writer, open_requests, metrics, limiter, settings.server.checkpoint_interval_s
+            ),
             adapter_store=AdapterStore(settings.storage.data_dir / "adapters"),
         )
         try:
@@ -117,6 +127,11 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Any:
             if stripe_worker is not None:
                 stripe_worker.cancel()
             await writer.stop()
+            heartbeat.cancel()
+            try:
+                await instance.goodbye()
+            except Exception:  # the others notice our silence instead
+                log.warning("could not sign off from the database; other processes will settle our leftovers")
             await engine.aclose()
             await db_engine.dispose()
             metrics.process_exit()
@@ -167,6 +182,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "db_engine": _from_state("db_engine"),
             "engine": _from_state("engine"),
             "proxy": _from_state("proxy"),
+            "admission": _from_state("admission"),
             "adapter_store": _from_state("adapter_store"),
             "settings": _from_state("settings"),
             "db_session": Provide(_provide_session),

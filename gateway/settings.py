@@ -71,6 +71,18 @@ class ServerSettings(_Base):
     port: int = Field(default=8000, validation_alias=AliasChoices("GATEWAY_PORT"))
     workers: int = Field(default=1, validation_alias=AliasChoices("GATEWAY_WORKERS"))
     max_body_bytes: int = Field(default=4 * 1024 * 1024, validation_alias=AliasChoices("GATEWAY_MAX_BODY_BYTES"))
+    instance_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        validation_alias=AliasChoices("GATEWAY_INSTANCE_TIMEOUT"),
+        description="A gateway process silent this long is dead: another settles its open requests.",
+    )
+    checkpoint_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        validation_alias=AliasChoices("USAGE_CHECKPOINT_INTERVAL"),
+        description="How often an open stream's running usage is saved (what a crashed process leaves to bill).",
+    )
 
 
 class AdminSettings(_Base):

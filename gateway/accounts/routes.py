@@ -9,6 +9,7 @@ from litestar import Controller, Request, get, post
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billing import invoices, ledger, prices, reports
+from billing.admission import Admission
 from gateway.accounts import reconcile
 from gateway.accounts.schemas import (
     ClosePeriod,
@@ -22,7 +23,6 @@ from gateway.admin.guard import admin_guard
 from gateway.audit import service as audit
 from gateway.audit.service import client_ip
 from gateway.auth.service import Caller
-from gateway.proxy.service import ProxyService
 from gateway.settings import Settings
 
 
@@ -77,7 +77,7 @@ class AdminBillingController(Controller):
 
     @post("/prices", status_code=201)
     async def set_price(
-        self, request: Request[Any, Any, Any], data: PriceCreate, db_engine: AsyncEngine, proxy: ProxyService
+        self, request: Request[Any, Any, Any], data: PriceCreate, db_engine: AsyncEngine, admission: Admission
     ) -> dict[str, Any]:
         """A new price version for a base model or a deployment; never re-rates the past."""
         async with db_engine.begin() as conn:
@@ -89,7 +89,7 @@ class AdminBillingController(Controller):
                 data.currency,
                 data.effective_from,
             )
-        proxy.admission.forget_prices()
+        admission.forget_prices()
         await audit.record(db_engine, "admin", "price.set", data.model, _jsonable(price), client_ip(request))
         return price
 

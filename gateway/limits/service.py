@@ -3,12 +3,11 @@
 Requests and tokens per minute are fixed one-minute windows counted in PostgreSQL with one atomic upsert per
 limited subject (tenant, key), so they are exact across every gateway process and host. Tokens are reserved
 up front (prompt estimate + max_tokens) and corrected to the real count when the request settles. Concurrent
-requests are counted in each process (documented: the bound is per gateway process).
+requests are counted from the open-request rows (gateway/usage/open_requests.py), also shared by all processes.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -62,7 +61,6 @@ class Grant:
 
     reserved_tokens: int
     windows: list[tuple[str, object]] = field(default_factory=list)  # (subject, window_start) charged
-    concurrent: list[str] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -83,10 +81,9 @@ def _headers(limits: list[tuple[Limits, int, int, int]]) -> dict[str, str]:
 class RateLimiter:
     def __init__(self, db: AsyncEngine) -> None:
         self._db = db
-        self._in_flight: dict[str, int] = defaultdict(int)
 
     async def admit(self, subjects: list[Limits], tokens: int) -> Grant:
-        """Count this request against every limited subject, or raise RateLimited (and count nothing)."""
+        """Count this request against every per-minute limit, or raise RateLimited (and count nothing)."""
         grant = Grant(reserved_tokens=tokens)
         limited = [s for s in subjects if s.any]
         if not limited:
@@ -98,18 +95,13 @@ class RateLimiter:
                     f"{s.tpm} tokens per minute: lower max_tokens.",
                     param="max_tokens",
                 )
-        self._take_concurrency(limited, grant)
-        try:
-            seen: list[tuple[Limits, int, int, int]] = []
-            windowed = [s for s in limited if s.rpm is not None or s.tpm is not None]
-            if windowed:
-                async with guarded(), self._db.begin() as conn:
-                    for s in windowed:
-                        seen.append(await self._count(conn, s, tokens, grant))
-            grant.headers = _headers(seen)
-        except BaseException:
-            self._release_concurrency(grant)
-            raise
+        seen: list[tuple[Limits, int, int, int]] = []
+        windowed = [s for s in limited if s.rpm is not None or s.tpm is not None]
+        if windowed:
+            async with guarded(), self._db.begin() as conn:
+                for s in windowed:
+                    seen.append(await self._count(conn, s, tokens, grant))
+        grant.headers = _headers(seen)
         return grant
 
     async def _count(self, conn: AsyncConnection, s: Limits, tokens: int, grant: Grant) -> tuple[Limits, int, int, int]:
@@ -127,26 +119,8 @@ class RateLimiter:
         grant.windows.append((s.subject, row.window_start))
         return s, row.requests, row.tokens, row.reset_s
 
-    def _take_concurrency(self, limited: list[Limits], grant: Grant) -> None:
-        for s in limited:
-            if s.concurrent is not None and self._in_flight[s.subject] >= s.concurrent:
-                self._release_concurrency(grant)
-                raise RateLimited(
-                    f"Too many concurrent requests (limit {s.concurrent}); retry when one has finished.",
-                    headers={"Retry-After": "1"},
-                )
-            if s.concurrent is not None:
-                self._in_flight[s.subject] += 1
-                grant.concurrent.append(s.subject)
-
-    def _release_concurrency(self, grant: Grant) -> None:
-        for subject in grant.concurrent:
-            self._in_flight[subject] -= 1
-        grant.concurrent.clear()
-
     async def settle(self, grant: Grant, used_tokens: int) -> None:
-        """The request is over: free its concurrency slot and correct the reserved tokens to the real count."""
-        self._release_concurrency(grant)
+        """The request is over: correct the reserved tokens to the real count."""
         delta = used_tokens - grant.reserved_tokens
         if not grant.windows or delta == 0:
             return

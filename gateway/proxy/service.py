@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import anyio
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from billing.admission import Admission, Ticket
 from gateway import ids
 from gateway.adapters import service as adapters
 from gateway.adapters.service import Target
@@ -26,6 +26,7 @@ from gateway.errors import EngineError, GatewayError
 from gateway.limits.service import Grant, RateLimiter
 from gateway.metrics import Metrics
 from gateway.timeutil import utcnow
+from gateway.usage.open_requests import Opening, OpenRequests
 from gateway.usage.writer import UsageWriter, usage_row
 
 log = logging.getLogger(__name__)
@@ -44,13 +45,13 @@ class Call:
     target: Target
     stream: bool
     wants_usage: bool
-    ticket: Ticket
     grant: Grant
     wants_running_usage: bool = False
     request_id: str = field(default_factory=ids.request_id)
     started_at: datetime = field(default_factory=utcnow)
     clock: float = field(default_factory=time.perf_counter)
     used_tokens: int = 0
+    metered: bool = False  # its usage row is handed to the writer (committed, or committed once the DB is back)
 
     @property
     def kind(self) -> str:
@@ -69,30 +70,37 @@ class ProxyService:
         db: AsyncEngine,
         engine: EngineClient,
         writer: UsageWriter,
-        admission: Admission,
+        open_requests: OpenRequests,
         metrics: Metrics,
         limiter: RateLimiter,
+        checkpoint_interval_s: float = 1.0,
     ) -> None:
         self.limiter = limiter
         self.db = db
         self.engine = engine
         self.writer = writer
-        self.admission = admission
+        self.open_requests = open_requests
         self.metrics = metrics
+        self.checkpoint_interval_s = checkpoint_interval_s
 
     async def prepare(self, caller: Caller, endpoint: str, body: dict[str, Any], model: str, body_bytes: int) -> Call:
-        """Resolve `model` within the caller's tenant, admit it against its quota, build the engine's body."""
+        """Resolve `model` within the caller's tenant, admit it against its limits and quota (committing its
+        open row), build the engine's body."""
         info = await self.engine.info()
         target = await adapters.resolve(self.db, info, caller.tenant_id, model)
         worst_case = _worst_case_tokens(body, body_bytes, info.max_model_len)
+        stream = bool(body.get("stream"))
+        opening = Opening(
+            ids.request_id(), caller.tenant_id, caller.key_id, model, target.base_model, target.adapter_id,
+            endpoint, stream, utcnow(),
+        )  # fmt: skip
         grant = await self.limiter.admit(list(caller.limits), worst_case)
         try:
             async with guarded():
-                ticket = await self.admission.admit(caller.tenant_id, target.adapter_id, target.base_model, worst_case)
+                await self.open_requests.open(opening, caller.limits, worst_case)
         except BaseException:
             await self.limiter.settle(grant, 0)
             raise
-        stream = bool(body.get("stream"))
         wants_usage = wants_running = False
         if stream:
             options = body.get("stream_options")
@@ -105,7 +113,10 @@ class ProxyService:
             options["include_usage"] = True
             body["stream_options"] = options
         body["model"] = target.engine_model
-        return Call(caller, endpoint, body, model, target, stream, wants_usage, ticket, grant, wants_running)
+        return Call(
+            caller, endpoint, body, model, target, stream, wants_usage, grant, wants_running,
+            request_id=opening.request_id, started_at=opening.started_at,
+        )  # fmt: skip
 
     async def complete(self, call: Call) -> dict[str, Any]:
         """A non-streaming call; returns the engine's answer once its usage is committed."""
@@ -143,10 +154,10 @@ class ProxyService:
         self, call: Call, events: AsyncIterator[bytes], stack: contextlib.AsyncExitStack
     ) -> AsyncIterator[bytes]:
         rename = _renamer(call.target.engine_model, call.client_model)
-        recorded = False
         first = True
         running = Tokens()  # what the engine had produced by the last chunk we relayed
         status = "client_closed"
+        next_mark = 0.0  # the first running usage is saved at once: from then on the prompt is never lost
         try:
             async for event in events:
                 if first and b'"content"' in event:
@@ -161,33 +172,41 @@ class ProxyService:
                         self.metrics.upstream.labels(call.endpoint, call.kind).observe(time.perf_counter() - call.clock)
                         # Committed before the client sees the end of the stream.
                         await self._record(call, tokens, "ok", 200)
-                        recorded = True
                         if not call.wants_usage:
                             continue
                     elif tokens is not None:
                         running = tokens
+                        if (now := time.monotonic()) >= next_mark:
+                            next_mark = now + self.checkpoint_interval_s
+                            self.writer.checkpoint(call.request_id, tokens.prompt, tokens.completion)
                 yield rename(event) + b"\n\n"
-            if not recorded:
+            if not call.metered:
                 status = "engine_error"
         except EngineError as exc:
             status = "engine_error"
             log.warning("engine stream broke: %s", exc.message)
             yield _error_event(exc)
         finally:
-            await stack.aclose()
-            try:
-                if not recorded:
-                    # Broken or abandoned: bill what the engine had produced (its running usage).
-                    task = asyncio.ensure_future(self._record(call, running, status, 200))
-                    with contextlib.suppress(GatewayError):
-                        await asyncio.shield(task)
-            finally:
-                await self._settle(call)
+            # A client that hangs up cancels this generator (Litestar cancels its task group); the cleanup must
+            # still run to the end: close the engine stream (the engine aborts), meter, settle.
+            with anyio.CancelScope(shield=True):
+                await stack.aclose()
+                try:
+                    if not call.metered:
+                        # Broken or abandoned: bill what the engine had produced (its running usage).
+                        with contextlib.suppress(GatewayError):
+                            await self._record(call, running, status, 200)
+                finally:
+                    await self._settle(call)
 
     async def _settle(self, call: Call) -> None:
-        """The call is over, metered or not: free its quota reservation and correct its rate-limit tokens."""
-        self.admission.release(call.ticket)
-        await self.limiter.settle(call.grant, call.used_tokens)
+        """The call is over: close its open row if no usage row did, and correct its rate-limit tokens."""
+        try:
+            if not call.metered:
+                with contextlib.suppress(GatewayError):  # left open, a sweep settles it later
+                    await asyncio.shield(asyncio.ensure_future(self.writer.discard(call.request_id)))
+        finally:
+            await self.limiter.settle(call.grant, call.used_tokens)
 
     async def _with_reload(self, call: Call, send: Any) -> Any:
         """Send; if the engine forgot this adapter (restart, eviction), load it again and retry once."""
@@ -203,6 +222,8 @@ class ProxyService:
 
     async def _record(self, call: Call, tokens: Tokens, status: str, http_status: int) -> None:
         t = call.target
+        call.metered = True  # from here the row is queued: even if our wait is cancelled, it is written
+        call.used_tokens = tokens.prompt + tokens.completion
         await self.writer.record(
             usage_row(
                 request_id=call.request_id,
@@ -221,7 +242,6 @@ class ProxyService:
                 finished_at=utcnow(),
             )
         )
-        call.used_tokens = tokens.prompt + tokens.completion
         # Counted only once committed, so the counters agree with the usage table.
         m, extra = self.metrics, self.metrics.tenant(call.caller.tenant_id)
         m.completions.labels(call.endpoint, t.base_model, call.kind, status, str(call.stream).lower(), *extra).inc()

@@ -36,3 +36,44 @@ class UsageRecord(SQLModel, table=True):
     started_at: datetime = tz_field()
     finished_at: datetime = tz_field()
     latency_ms: int = 0
+
+
+class OpenRequest(SQLModel, table=True):
+    """A request admitted but not yet metered: written (and committed) before the engine sees it, deleted in the
+    transaction that writes its usage row. A row whose gateway process died is settled by a surviving one."""
+
+    __tablename__ = "open_requests"
+    __table_args__ = (
+        sa.Index("ix_open_requests_tenant", "tenant_id"),
+        sa.Index("ix_open_requests_key", "api_key_id"),
+        sa.Index("ix_open_requests_instance", "instance_id"),
+    )
+
+    request_id: str = Field(max_length=40, primary_key=True)
+    instance_id: str = Field(max_length=40, description="The gateway process serving it")
+    tenant_id: str = Field(foreign_key="tenants.id", max_length=40)
+    api_key_id: str = Field(foreign_key="api_keys.id", max_length=40)
+    model: str = Field(max_length=200)
+    base_model: str = Field(max_length=200)
+    adapter_id: str | None = Field(default=None, foreign_key="adapters.id", max_length=40)
+    endpoint: str = Field(max_length=40)
+    stream: bool = False
+    reserved_trial_tokens: int = Field(default=0, sa_type=sa.BigInteger, description="Prepaid admission's hold")
+    reserved_micros: int = Field(default=0, sa_type=sa.BigInteger, description="Prepaid admission's hold")
+    prompt_tokens: int = Field(default=0, description="Running usage at the last checkpoint")
+    completion_tokens: int = Field(default=0, description="Running usage at the last checkpoint")
+    started_at: datetime = tz_field()
+    checkpoint_at: datetime | None = tz_field(nullable=True)
+
+
+class GatewayInstance(SQLModel, table=True):
+    """A live gateway process; its heartbeat tells the others whether its open requests are orphans."""
+
+    __tablename__ = "gateway_instances"
+
+    id: str = Field(max_length=40, primary_key=True)
+    host: str = Field(max_length=200)
+    pid: int
+    started_at: datetime = tz_field()
+    heartbeat_at: datetime = tz_field()
+    expires_at: datetime = tz_field(index=True)  # silent past this, it is dead (its own timeout)

@@ -1,4 +1,9 @@
-"""Group-committed usage writes: callers wait until their row is durable, many rows share one commit."""
+"""Group-committed usage writes: callers wait until their row is durable, many rows share one commit.
+
+The same transaction deletes each request's open row (gateway/usage/open_requests.py), so a request is either
+open or metered, never both and never neither; it also applies stream checkpoints (running usage of open
+requests, what a crash would leave to bill) and discards open rows of requests that produced nothing.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -22,10 +28,22 @@ log = logging.getLogger(__name__)
 _TABLE = UsageRecord.__table__  # type: ignore[attr-defined]
 # A request_id already present means the row was written: never count a request twice.
 _INSERT = insert(_TABLE).on_conflict_do_nothing(index_elements=["request_id"]).returning(_TABLE.c.request_id)
+_CLOSE = sa.text("DELETE FROM open_requests WHERE request_id = ANY(:ids)")
+_CHECKPOINT = sa.text(
+    """
+    UPDATE open_requests o SET prompt_tokens = c.p, completion_tokens = c.c, checkpoint_at = now()
+    FROM unnest(CAST(:ids AS text[]), CAST(:ps AS integer[]), CAST(:cs AS integer[])) AS c(id, p, c)
+    WHERE o.request_id = c.id
+    """
+)
 
 # Called inside the usage transaction with the rows that were new: billing rates them there, so a usage row
 # and its charge are committed together or not at all.
 OnCommit = Callable[[AsyncConnection, list[dict[str, Any]]], Awaitable[None]]
+
+# Queue items: (kind, payload, future or None). Kinds: "usage" (a row), "discard" (a request id),
+# "checkpoint" ((request id, prompt, completion); nobody waits for it).
+_Item = tuple[str, Any, "asyncio.Future[None] | None"]
 
 
 class UsageWriter:
@@ -38,8 +56,9 @@ class UsageWriter:
         self._retry_for_s = retry_for_s
         self._on_commit = on_commit
         self._max_batch = max_batch
-        self._queue: asyncio.Queue[tuple[dict[str, Any], asyncio.Future[None]]] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self.on_closed: Callable[[str], None] = lambda request_id: None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="usage-writer")
@@ -55,9 +74,20 @@ class UsageWriter:
         self._task = None
 
     async def record(self, row: dict[str, Any]) -> None:
-        """Return once `row` is committed; raise DatabaseUnavailable if it could not be."""
+        """Return once `row` is committed (and its open row gone); raise DatabaseUnavailable if it could not be."""
+        await self._submit("usage", row)
+
+    async def discard(self, request_id: str) -> None:
+        """Close an open request that is not metered (it never reached the engine)."""
+        await self._submit("discard", request_id)
+
+    def checkpoint(self, request_id: str, prompt_tokens: int, completion_tokens: int) -> None:
+        """Record an open stream's running usage with the next commit; nobody waits for it."""
+        self._queue.put_nowait(("checkpoint", (request_id, prompt_tokens, completion_tokens), None))
+
+    async def _submit(self, kind: str, payload: Any) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((row, future))
+        self._queue.put_nowait((kind, payload, future))
         await asyncio.shield(future)
 
     async def _run(self) -> None:
@@ -66,43 +96,63 @@ class UsageWriter:
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                await self._write_patiently([row for row, _ in batch])
+                await self._write_patiently(batch)
             except Exception as exc:
                 error: BaseException = DatabaseUnavailable() if is_unavailable(exc) else exc
                 if not is_unavailable(exc):
-                    log.exception("usage write failed for %d rows", len(batch))
-                for _, fut in batch:
-                    if not fut.done():
+                    log.exception("usage write failed for %d items", len(batch))
+                for _, _, fut in batch:
+                    if fut is not None and not fut.done():
                         fut.set_exception(error)
             else:
-                for _, fut in batch:
-                    if not fut.done():
+                for kind, payload, fut in batch:
+                    if kind != "checkpoint":
+                        self.on_closed(payload["request_id"] if kind == "usage" else payload)
+                    if fut is not None and not fut.done():
                         fut.set_result(None)
             finally:
                 for _ in batch:
                     self._queue.task_done()
 
-    async def _write_patiently(self, rows: list[dict[str, Any]]) -> None:
+    async def _write_patiently(self, batch: list[_Item]) -> None:
         """Served tokens must not be lost to a database blip: retry an unreachable database for a while
         (the clients wait), then give up with DatabaseUnavailable. Retrying is safe: request_id is unique."""
         deadline = time.monotonic() + self._retry_for_s
         delay = 0.1
         while True:
             try:
-                await self._write(rows)
+                await self._write(batch)
                 return
             except Exception as exc:
                 if not is_unavailable(exc) or time.monotonic() + delay > deadline:
                     raise
-                log.warning("database unreachable while writing %d usage rows; retrying in %.1fs", len(rows), delay)
+                log.warning("database unreachable while writing %d usage items; retrying in %.1fs", len(batch), delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    async def _write(self, rows: list[dict[str, Any]]) -> None:
+    async def _write(self, batch: list[_Item]) -> None:
+        # One row per request even if a caller submitted twice (a cancelled wait, then a retry).
+        rows = list({p["request_id"]: p for kind, p, _ in reversed(batch) if kind == "usage"}.values())
+        closing = [r["request_id"] for r in rows] + [p for kind, p, _ in batch if kind == "discard"]
+        # The latest checkpoint per request; one for a request closed in this batch is moot.
+        marks = {p[0]: p for kind, p, _ in batch if kind == "checkpoint"}
+        for request_id in closing:
+            marks.pop(request_id, None)
         async with self._engine.begin() as conn:
-            new = {r.request_id for r in await conn.execute(_INSERT.values(rows))}
-            if self._on_commit is not None and new:
-                await self._on_commit(conn, [r for r in rows if r["request_id"] in new])
+            if rows:
+                await self.insert_usage(conn, rows)
+            if closing:
+                await conn.execute(_CLOSE, {"ids": closing})
+            if marks:
+                ids, ps, cs = zip(*marks.values(), strict=True)
+                await conn.execute(_CHECKPOINT, {"ids": list(ids), "ps": list(ps), "cs": list(cs)})
+
+    async def insert_usage(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+        """Insert usage rows (a request_id already metered is skipped) and charge the new ones, in `conn`'s
+        transaction."""
+        new = {r.request_id for r in await conn.execute(_INSERT.values(rows))}
+        if self._on_commit is not None and new:
+            await self._on_commit(conn, [r for r in rows if r["request_id"] in new])
 
 
 def usage_row(

@@ -1,0 +1,125 @@
+"""Gateway processes announce themselves with a heartbeat; the open requests of a silent one are settled.
+
+A process that dies without a goodbye (kill -9) leaves open request rows (gateway/usage/open_requests.py).
+Each process's row says until when it promises another heartbeat (its own timeout, so processes with
+different settings judge each other right). Every live process sweeps now and then: rows whose process
+missed that promise, and its own rows
+that it no longer serves (a discard lost to a database outage), become usage rows billed with their last
+checkpoint (status `gateway_lost`), in one transaction with their deletion, so they are settled exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway import ids
+from gateway.db import is_unavailable
+from gateway.timeutil import utcnow
+from gateway.usage.open_requests import OpenRequests
+from gateway.usage.writer import UsageWriter, usage_row
+
+log = logging.getLogger(__name__)
+
+_REGISTER = sa.text(
+    """
+    INSERT INTO gateway_instances (id, host, pid, started_at, heartbeat_at, expires_at)
+    VALUES (:id, :host, :pid, now(), now(), now() + make_interval(secs => :s))
+    ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), expires_at = EXCLUDED.expires_at
+    """
+)
+_GOODBYE = sa.text("DELETE FROM gateway_instances WHERE id = :id")
+_FORGET = sa.text("DELETE FROM gateway_instances WHERE expires_at < now() - interval '1 hour'")
+_ORPHANS = sa.text(
+    """
+    DELETE FROM open_requests o
+    WHERE (o.instance_id <> :me AND NOT EXISTS (
+              SELECT 1 FROM gateway_instances g WHERE g.id = o.instance_id AND g.expires_at >= now()))
+       OR (o.instance_id = :me AND NOT (o.request_id = ANY(CAST(:live AS text[]))) AND o.started_at < :before)
+    RETURNING o.*
+    """
+)
+
+
+def new_instance_id() -> str:
+    return ids.new_id("gw_", 16)
+
+
+class Instance:
+    """This process in the gateway_instances table."""
+
+    def __init__(self, db: AsyncEngine, open_requests: OpenRequests, writer: UsageWriter, timeout_s: float) -> None:
+        self._db = db
+        self._open = open_requests
+        self._writer = writer
+        self.timeout_s = timeout_s
+        self.id = open_requests.instance_id
+
+    async def register(self) -> None:
+        async with self._db.begin() as conn:
+            await conn.execute(
+                _REGISTER,
+                {"id": self.id, "host": socket.gethostname()[:200], "pid": os.getpid(), "s": self.timeout_s},
+            )
+
+    async def goodbye(self) -> None:
+        """Graceful exit: our open rows are all settled by now; leftovers are settled by the others at once."""
+        async with self._db.begin() as conn:
+            await conn.execute(_GOODBYE, {"id": self.id})
+
+    async def sweep(self) -> int:
+        """Settle orphaned open requests; the number settled."""
+        before = utcnow() - timedelta(seconds=self.timeout_s)
+        async with self._db.begin() as conn:
+            orphans = (
+                await conn.execute(_ORPHANS, {"me": self.id, "live": list(self._open.live), "before": before})
+            ).mappings().all()  # fmt: skip
+            if orphans:
+                await self._writer.insert_usage(conn, [_lost(o) for o in orphans])
+            await conn.execute(_FORGET)
+        if orphans:
+            log.warning("settled %d open requests of gateway processes that died", len(orphans))
+        return len(orphans)
+
+    async def run(self) -> None:
+        """Heartbeat every timeout/5 and sweep every timeout/2, until cancelled."""
+        beat = self.timeout_s / 5
+        ticks = 0
+        while True:
+            await asyncio.sleep(beat)
+            ticks += 1
+            try:
+                await self.register()
+                if ticks % 2 == 0:
+                    await self.sweep()
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    raise
+                log.info("database unavailable; heartbeat and sweep retried in %.0fs", beat)
+
+
+def _lost(o: Any) -> dict[str, Any]:
+    now = utcnow()
+    return usage_row(
+        request_id=o["request_id"],
+        tenant_id=o["tenant_id"],
+        api_key_id=o["api_key_id"],
+        model=o["model"],
+        base_model=o["base_model"],
+        adapter_id=o["adapter_id"],
+        endpoint=o["endpoint"],
+        stream=o["stream"],
+        prompt_tokens=o["prompt_tokens"],
+        completion_tokens=o["completion_tokens"],
+        status="gateway_lost",
+        http_status=200,
+        started_at=o["started_at"],
+        finished_at=now,
+    )
