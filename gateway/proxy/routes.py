@@ -12,7 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from gateway.adapters import service as adapters
 from gateway.adapters.service import model_not_found
 from gateway.auth.service import Caller
-from gateway.engine.client import EngineClient
+from gateway.engine.pool import EnginePool
 from gateway.proxy.schemas import parse_body
 from gateway.proxy.service import Call, ProxyService
 
@@ -50,12 +50,12 @@ class OpenAIController(Controller):
         return await _forward(proxy, caller, await request.body(), "completions", "/v1/completions")
 
     @get("/models")
-    async def models(self, caller: Caller, db_session: AsyncSession, engine: EngineClient) -> dict[str, Any]:
-        """The models this key may call: the base model and the tenant's own ready adapters."""
-        info = await engine.info()
+    async def models(self, caller: Caller, db_session: AsyncSession, engines: EnginePool) -> dict[str, Any]:
+        """The models this key may call: the base models and the tenant's own ready adapters."""
         now = int(time.time())
         data: list[dict[str, Any]] = [
-            {"id": info.base_model, "object": "model", "created": now, "owned_by": "system", "parent": None}
+            {"id": base, "object": "model", "created": now, "owned_by": "system", "parent": None}
+            for base in sorted(await engines.bases())
         ]
         for a in await adapters.list_ready(db_session, caller.tenant_id):
             data.append(
