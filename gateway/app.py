@@ -24,6 +24,7 @@ from gateway.accounts.webhooks import stripe_webhook
 from gateway.adapters import service as adapters
 from gateway.adapters.routes import AdapterController
 from gateway.adapters.storage import AdapterStore
+from gateway.admin.engine_routes import AdminEngineController
 from gateway.admin.routes import AdminController
 from gateway.admin.usage_routes import AdminUsageController
 from gateway.auth.service import Caller, authenticate
@@ -126,6 +127,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             AdapterController,
             TenantBillingController,
             AdminController,
+            AdminEngineController,
             AdminBillingController,
             stripe_webhook,
             AdminUsageController,
