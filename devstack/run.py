@@ -1,7 +1,7 @@
 """`make run`: the whole product on one machine: embedded PostgreSQL, local vLLM engine, gateway, demo tenant.
 
-Whatever is configured is used instead: DATABASE_URL set → no embedded PostgreSQL; ENGINE_URL set → no local
-engine. Ctrl-C stops everything this command started.
+Whatever is configured is used instead: DATABASE_URL set → no embedded PostgreSQL; ENGINE_URL or ENGINE_URLS
+set → no local engine. Ctrl-C stops everything this command started.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def main() -> None:
         upgrade(db_url)
 
         engine_url = settings.engine.url
-        if not engine_url:
+        if not settings.engine.pool_urls():  # neither ENGINE_URL nor ENGINE_URLS: run one here
             port = int(os.environ.get("ENGINE_PORT", "8100"))
             require_free("127.0.0.1", port, "vLLM engine", "ENGINE_PORT")
             step(f"starting the vLLM engine on 127.0.0.1:{port} (about 30–60 s; log: {data_dir}/engine-{port}.log)")
@@ -103,7 +103,8 @@ def main() -> None:
             engine.start()
             engine.wait_ready()
             engine_url = engine.url
-        env["ENGINE_URL"] = engine_url
+        if engine_url:
+            env["ENGINE_URL"] = engine_url
         token = admin_token(data_dir, settings)
         env["GATEWAY_ADMIN_TOKEN"] = token
 

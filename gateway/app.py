@@ -13,7 +13,6 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
-from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing import ledger, stripe_sync
@@ -25,12 +24,13 @@ from gateway.accounts.webhooks import stripe_webhook
 from gateway.adapters import service as adapters
 from gateway.adapters.routes import AdapterController
 from gateway.adapters.storage import AdapterStore
+from gateway.admin.engine_routes import AdminEngineController
 from gateway.admin.routes import AdminController
 from gateway.admin.usage_routes import AdminUsageController
 from gateway.auth.service import Caller, authenticate
 from gateway.dashboard.routes import dashboard_routes, template_config
-from gateway.engine.client import EngineClient
-from gateway.errors import EXCEPTION_HANDLERS, DatabaseUnavailable, EngineError
+from gateway.engine.pool import EnginePool
+from gateway.errors import EXCEPTION_HANDLERS, DatabaseUnavailable
 from gateway.health.routes import healthz, readyz
 from gateway.limits.service import RateLimiter
 from gateway.metrics import Metrics, MetricsMiddleware, metrics_endpoint
@@ -44,32 +44,9 @@ from gateway.usage.writer import UsageWriter
 log = logging.getLogger(__name__)
 
 
-async def _reconcile_engine(engine: EngineClient, db_engine: AsyncEngine) -> None:
-    """Learn what the engine serves and give it back every deployed adapter; retry until it answers."""
-    delay = 1.0
-    while True:
-        try:
-            info = await engine.info()
-            count = await adapters.reload_all(db_engine, engine)
-        except (EngineError, OSError) as exc:
-            log.info("engine not ready yet (%s); retrying in %.0fs", getattr(exc, "message", exc), delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
-            continue
-        log.info("engine serves %s; %d adapters loaded", info.base_model, count)
-        return
-
-
 def account_defaults(settings: Settings) -> AccountDefaults:
     b = settings.billing
     return AccountDefaults(mode=b.default_mode, trial_tokens=b.trial_tokens, currency=b.currency, period=b.period)
-
-
-async def _watch_engine(engine: EngineClient, metrics: Metrics, every_s: float = 5.0) -> None:
-    """Keep the engine-health gauge current."""
-    while True:
-        metrics.engine_up.set(1 if await engine.healthy() else 0)
-        await asyncio.sleep(every_s)
 
 
 async def _prune_rate_counters(limiter: RateLimiter, every_s: float = 60.0) -> None:
@@ -86,9 +63,9 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Any:
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         db_engine = db.create_engine(settings.database)
-        engine = EngineClient(
-            settings.engine, on_adapter_load=lambda result: metrics.adapter_loads.labels(result).inc()
-        )
+        # The pool's health watch brings each engine up (its adapters loaded) before it takes traffic.
+        engines = EnginePool(settings.engine, metrics, lambda base: adapters.ready_on(db_engine, base))
+        engines.start()
         defaults = account_defaults(settings)
         writer = UsageWriter(db_engine, on_commit=lambda conn, rows: ledger.charge_usage(conn, rows, defaults))
         admission = Admission(db_engine, defaults, settings.billing.price_cache_seconds)
@@ -99,8 +76,6 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Any:
         limiter = RateLimiter(db_engine)
         writer.start()
         heartbeat = asyncio.create_task(instance.run(), name="instance-heartbeat")
-        reconcile = asyncio.create_task(_reconcile_engine(engine, db_engine), name="engine-reconcile")
-        watch = asyncio.create_task(_watch_engine(engine, metrics), name="engine-health")
         prune = asyncio.create_task(_prune_rate_counters(limiter), name="rate-counter-prune")
         stripe_worker = (
             asyncio.create_task(stripe_sync.run_forever(db_engine, settings.billing), name="stripe-sync")
@@ -110,19 +85,17 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Any:
         app.state.update(
             db_engine=db_engine,
             sessions=db.session_factory(db_engine),
-            engine=engine,
+            engines=engines,
             writer=writer,
             admission=admission,
             proxy=ProxyService(
-                db_engine, engine, writer, open_requests, metrics, limiter, settings.server.checkpoint_interval_s
+                db_engine, engines, writer, open_requests, metrics, limiter, settings.server.checkpoint_interval_s
             ),
             adapter_store=AdapterStore(settings.storage.data_dir / "adapters"),
         )
         try:
             yield
         finally:
-            reconcile.cancel()
-            watch.cancel()
             prune.cancel()
             if stripe_worker is not None:
                 stripe_worker.cancel()
@@ -132,7 +105,7 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Any:
                 await instance.goodbye()
             except Exception:  # the others notice our silence instead
                 log.warning("could not sign off from the database; other processes will settle our leftovers")
-            await engine.aclose()
+            await engines.aclose()
             await db_engine.dispose()
             metrics.process_exit()
 
@@ -169,6 +142,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             AdapterController,
             TenantBillingController,
             AdminController,
+            AdminEngineController,
             AdminBillingController,
             stripe_webhook,
             AdminUsageController,
@@ -180,7 +154,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         state=State({"settings": settings, "metrics": metrics}),
         dependencies={
             "db_engine": _from_state("db_engine"),
-            "engine": _from_state("engine"),
+            "engines": _from_state("engines"),
             "proxy": _from_state("proxy"),
             "admission": _from_state("admission"),
             "adapter_store": _from_state("adapter_store"),

@@ -1,7 +1,8 @@
 """Every Prometheus collector of the gateway, created by the app (never at import), and the /metrics route.
 
 Label cardinality is bounded: routes are path templates, `model` is the base model (one per engine),
-`kind` tells base from adapter. A `tenant` label exists only when METRICS_TENANT_LABELS is on.
+`kind` tells base from adapter, `engine` is one of the configured engine URLs. A `tenant` label exists only
+when METRICS_TENANT_LABELS is on.
 With several worker processes (PROMETHEUS_MULTIPROC_DIR set, as `python -m gateway serve` does for
 GATEWAY_WORKERS > 1) every process writes its samples to that folder and a scrape sums them.
 """
@@ -74,6 +75,23 @@ class Metrics:
         self.adapter_loads = Counter(
             "gateway_adapter_loads", "Adapter loads into the engine by result", ["result"], registry=r
         )
+        # Per engine of the pool (the label is the engine's URL: as many series as configured engines).
+        self.engine_healthy = Gauge(
+            "gateway_engine_healthy", "1 if the engine takes traffic (healthy and its adapters loaded)", ["engine"],
+            registry=r, multiprocess_mode="max",
+        )  # fmt: skip
+        self.engine_in_flight = Gauge(
+            "gateway_engine_in_flight_requests", "Requests this gateway has in flight on the engine", ["engine"],
+            registry=r, multiprocess_mode="livesum",
+        )  # fmt: skip
+        self.engine_adapters = Gauge(
+            "gateway_engine_adapters_resident", "Adapters this gateway loaded on (or found in) the engine", ["engine"],
+            registry=r, multiprocess_mode="max",
+        )  # fmt: skip
+        self.engine_routed = Counter(
+            "gateway_engine_requests_routed", "Requests sent to the engine (retries on another engine count twice)",
+            ["engine"], registry=r,
+        )  # fmt: skip
         self.outbox_backlog = Gauge(
             "gateway_billing_outbox_backlog", "Invoices waiting to be sent to Stripe", registry=r,
             multiprocess_mode="max",

@@ -34,7 +34,7 @@ class DatabaseSettings(_Base):
 
 
 class EngineSettings(_Base):
-    """The vLLM OpenAI-compatible server behind the gateway."""
+    """The vLLM OpenAI-compatible servers behind the gateway (one, or a pool)."""
 
     url: str | None = Field(
         default=None,
@@ -50,6 +50,30 @@ class EngineSettings(_Base):
     connect_timeout_s: float = Field(default=5.0, validation_alias=AliasChoices("ENGINE_CONNECT_TIMEOUT"))
     request_timeout_s: float = Field(default=600.0, validation_alias=AliasChoices("ENGINE_REQUEST_TIMEOUT"))
     max_connections: int = Field(default=512, validation_alias=AliasChoices("ENGINE_MAX_CONNECTIONS"))
+    urls: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("ENGINE_URLS"),
+        description="Comma-separated engine pool, e.g. http://a:8001,http://b:8002; wins over ENGINE_URL.",
+    )
+    health_interval_s: float = Field(default=2.0, validation_alias=AliasChoices("ENGINE_HEALTH_INTERVAL"))
+    load_factor: float = Field(
+        default=1.25,
+        ge=1.0,
+        validation_alias=AliasChoices("ENGINE_LOAD_FACTOR"),
+        description="c of bounded-load hashing: an adapter's engine takes it while in-flight < c × average.",
+    )
+    load_floor: int = Field(
+        default=8,
+        ge=1,
+        validation_alias=AliasChoices("ENGINE_LOAD_FLOOR"),
+        description="An engine with fewer requests in flight than this never spills an adapter's traffic.",
+    )
+
+    def pool_urls(self) -> list[str]:
+        """The engines of the pool: ENGINE_URLS, else ENGINE_URL as a pool of one (trailing slashes dropped)."""
+        raw = self.urls.split(",") if self.urls else [self.url or ""]
+        urls = [u.strip().rstrip("/") for u in raw]
+        return list(dict.fromkeys(u for u in urls if u))
 
 
 class AdapterSettings(_Base):

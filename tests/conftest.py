@@ -60,15 +60,13 @@ def sql(database_url: str) -> Sql:
     return Sql(database_url)
 
 
-@pytest.fixture(scope="session")
-def engine(models_dir: Path, workdir: Path) -> Iterator[LocalEngine]:
-    """One real vLLM CPU server with the tiny model, LoRA enabled, runtime loading allowed."""
+def _running_engine(models_dir: Path, data_dir: Path) -> Iterator[LocalEngine]:
     eng = LocalEngine(
         EngineOptions(
             model_dir=models_dir / tinymodel.BASE_NAME,
             served_name=tinymodel.BASE_NAME,
             port=free_port(),
-            data_dir=workdir / "engine",
+            data_dir=data_dir,
         )
     )
     eng.start()
@@ -77,6 +75,18 @@ def engine(models_dir: Path, workdir: Path) -> Iterator[LocalEngine]:
         yield eng
     finally:
         eng.stop()
+
+
+@pytest.fixture(scope="session")
+def engine(models_dir: Path, workdir: Path) -> Iterator[LocalEngine]:
+    """One real vLLM CPU server with the tiny model, LoRA enabled, runtime loading allowed."""
+    yield from _running_engine(models_dir, workdir / "engine")
+
+
+@pytest.fixture(scope="session")
+def second_engine(models_dir: Path, workdir: Path) -> Iterator[LocalEngine]:
+    """Another engine with the same model, for engine-pool tests (started only by the tests that ask for it)."""
+    yield from _running_engine(models_dir, workdir / "engine-2")
 
 
 @pytest.fixture(scope="session")

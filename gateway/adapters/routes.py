@@ -16,7 +16,7 @@ from gateway.adapters.upload import UploadLimits, deploy_upload
 from gateway.audit import service as audit
 from gateway.audit.service import client_ip as _ip
 from gateway.auth.service import Caller
-from gateway.engine.client import EngineClient
+from gateway.engine.pool import EnginePool
 from gateway.errors import InvalidRequest, LengthRequired, PayloadTooLarge
 from gateway.settings import Settings
 
@@ -72,18 +72,18 @@ class AdapterController(Controller):
         request: Request[Any, Any, Any],
         caller: Caller,
         db_session: AsyncSession,
-        engine: EngineClient,
+        engines: EnginePool,
         adapter_store: AdapterStore,
         db_engine: AsyncEngine,
     ) -> DeploymentPublic:
-        """Upload a PEFT LoRA adapter and deploy it on the shared engine (seconds)."""
+        """Upload a PEFT LoRA adapter and deploy it on the shared engines (seconds)."""
         settings: Settings = request.app.state.settings
         fields, files = await _read_form(request, settings)
         limits = UploadLimits(settings.adapters.max_unpacked_bytes, settings.adapters.base_model_dir)
         base_model = fields.get("base_model") or None
         adapter = await deploy_upload(
             db_session,
-            engine,
+            engines,
             adapter_store,
             limits,
             caller.tenant_id,
@@ -112,12 +112,12 @@ class AdapterController(Controller):
         deployment_id: str,
         caller: Caller,
         db_session: AsyncSession,
-        engine: EngineClient,
+        engines: EnginePool,
         adapter_store: AdapterStore,
         db_engine: AsyncEngine,
     ) -> dict[str, Any]:
         adapter = await service.get_owned(db_session, caller.tenant_id, deployment_id)
-        await service.delete(db_session, engine, adapter_store, adapter)
+        await service.delete(db_session, engines, adapter_store, adapter)
         detail = {"tenant_id": caller.tenant_id, "name": adapter.name}
         await audit.record(db_engine, caller.key_id, "adapter.delete", adapter.id, detail, _ip(request))
         return {"id": adapter.id, "object": "deployment", "deleted": True}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,8 @@ from gateway import ids
 from gateway.adapters.models import Adapter, AdapterStatus
 from gateway.adapters.storage import AdapterStore
 from gateway.db import guarded
-from gateway.engine.client import EngineClient, EngineInfo
+from gateway.engine.client import EngineInfo
+from gateway.engine.pool import AdapterRef, EnginePool
 from gateway.errors import Conflict, EngineError, NotFound
 from gateway.timeutil import utcnow
 
@@ -41,6 +43,13 @@ class Target:
     adapter_id: str | None = None
     adapter_path: str | None = None
 
+    @property
+    def adapter(self) -> AdapterRef | None:
+        """The adapter as the engine pool loads it (None for the base model)."""
+        if self.adapter_id is None or self.adapter_path is None:
+            return None
+        return AdapterRef(self.adapter_id, self.adapter_path)
+
 
 def model_not_found(model: str) -> NotFound:
     """The same answer for "no such model" and "someone else's adapter"."""
@@ -51,9 +60,9 @@ def model_not_found(model: str) -> NotFound:
     )
 
 
-async def resolve(db: AsyncEngine, info: EngineInfo, tenant_id: str, model: str) -> Target:
-    """The base model, or one of this tenant's ready adapters by name or deployment id."""
-    if model == info.base_model:
+async def resolve(db: AsyncEngine, bases: Collection[str], tenant_id: str, model: str) -> Target:
+    """A base model the engines serve, or one of this tenant's ready adapters by name or deployment id."""
+    if model in bases:
         return Target(engine_model=model, base_model=model)
     async with guarded(), db.connect() as conn:
         row = (await conn.execute(_RESOLVE, {"t": tenant_id, "m": model})).first()
@@ -73,7 +82,7 @@ async def list_ready(session: AsyncSession, tenant_id: str) -> list[Adapter]:
 
 async def register(
     session: AsyncSession,
-    engine: EngineClient,
+    engines: EnginePool,
     info: EngineInfo,
     tenant_id: str,
     name: str,
@@ -83,7 +92,8 @@ async def register(
     content_hash: str = "",
     size_bytes: int = 0,
 ) -> Adapter:
-    """Record an adapter folder already on disk (status loading), load it into the engine, mark it ready or failed."""
+    """Record an adapter folder already on disk (status loading), load it on the engine its traffic will go to,
+    mark it ready or failed."""
     adapter = Adapter(
         id=ids.deployment_id(),
         tenant_id=tenant_id,
@@ -101,7 +111,7 @@ async def register(
         await session.rollback()
         raise Conflict(f"You already have an adapter named {name!r}.", param="name") from exc
     try:
-        await engine.load_adapter(adapter.id, adapter.path)
+        await engines.load_new(info.base_model, AdapterRef(adapter.id, adapter.path))
     except EngineError as exc:
         adapter.status, adapter.status_reason = AdapterStatus.failed, exc.message
     else:
@@ -139,26 +149,25 @@ async def path_in_use(session: AsyncSession, path: str) -> bool:
     return (await session.exec(stmt)).first() is not None
 
 
-async def delete(session: AsyncSession, engine: EngineClient, store: AdapterStore, adapter: Adapter) -> None:
-    """Soft-delete (usage history keeps pointing at it), unload from the engine, drop unshared files."""
+async def delete(session: AsyncSession, engines: EnginePool, store: AdapterStore, adapter: Adapter) -> None:
+    """Soft-delete (usage history keeps pointing at it), unload from the engines, drop unshared files."""
     adapter.deleted_at = utcnow()
     adapter.status = AdapterStatus.deleted
     await session.commit()
-    try:
-        await engine.unload_adapter(adapter.id)
-    except EngineError as exc:  # the engine forgets it on its next restart anyway
-        log.warning("could not unload %s from the engine: %s", adapter.id, exc.message)
+    await engines.unload_everywhere(adapter.id)
     if adapter.content_hash and not await path_in_use(session, adapter.path):
         await asyncio.to_thread(store.remove, Path(adapter.path))
 
 
-async def reload_all(db: AsyncEngine, engine: EngineClient) -> int:
-    """Put every ready adapter back into the engine (after a start or an engine restart)."""
-    stmt = sa.select(_ADAPTERS.c.id, _ADAPTERS.c.path).where(
-        _ADAPTERS.c.deleted_at.is_(None), _ADAPTERS.c.status == AdapterStatus.ready
-    )
-    async with db.connect() as conn:
-        rows = (await conn.execute(stmt)).all()
-    for row in rows:
-        await engine.load_adapter(row.id, row.path)
-    return len(rows)
+_READY_ON = sa.select(_ADAPTERS.c.id, _ADAPTERS.c.path).where(
+    _ADAPTERS.c.base_model == sa.bindparam("b"),
+    _ADAPTERS.c.deleted_at.is_(None),
+    _ADAPTERS.c.status == AdapterStatus.ready,
+)
+
+
+async def ready_on(db: AsyncEngine, base_model: str) -> list[AdapterRef]:
+    """Every ready adapter of a base model (what an engine that comes up may need to hold)."""
+    async with guarded(), db.connect() as conn:
+        rows = (await conn.execute(_READY_ON, {"b": base_model})).all()
+    return [AdapterRef(row.id, row.path) for row in rows]

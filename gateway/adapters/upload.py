@@ -17,7 +17,8 @@ from gateway.adapters.archive import discard, stage_files
 from gateway.adapters.models import Adapter
 from gateway.adapters.storage import AdapterStore
 from gateway.adapters.validation import AdapterSpec, Architecture, check_weights, read_config
-from gateway.engine.client import EngineClient, EngineInfo
+from gateway.engine.client import EngineInfo
+from gateway.engine.pool import EnginePool
 from gateway.errors import Conflict, InvalidRequest
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ def _stage_and_check(files: dict[str, BinaryIO], staging: Path, info: EngineInfo
 
 async def deploy_upload(
     session: AsyncSession,
-    engine: EngineClient,
+    engines: EnginePool,
     store: AdapterStore,
     limits: UploadLimits,
     tenant_id: str,
@@ -64,13 +65,18 @@ async def deploy_upload(
     files: dict[str, BinaryIO],
 ) -> Adapter:
     """Validate everything before touching the engine; a rejected upload leaves no files and no rows."""
-    info = await engine.info()
-    if base_model and base_model != info.base_model:
+    bases = await engines.bases()
+    unknown, ambiguous = bool(base_model) and base_model not in bases, not base_model and len(bases) > 1
+    if unknown or ambiguous:
+        served = ", ".join(repr(b) for b in sorted(bases))
         raise InvalidRequest(
-            f"Base model {base_model!r} is not served here; this gateway serves {info.base_model!r}.",
-            code="model_not_found",
+            f"Base model {base_model!r} is not served here; this gateway serves {served}."
+            if base_model
+            else f"Name the adapter's base_model: this gateway serves {served}.",
+            code="model_not_found" if base_model else "missing_required_parameter",
             param="base_model",
         )
+    info = await engines.info(base_model)
     if await service.name_taken(session, tenant_id, name):
         raise Conflict(f"You already have a deployment named {name!r}.", param="name")
     staging = store.new_staging()
@@ -82,7 +88,7 @@ async def deploy_upload(
         raise
     try:
         return await service.register(
-            session, engine, info, tenant_id, name, path, spec.rank, content_hash=content_hash, size_bytes=size
+            session, engines, info, tenant_id, name, path, spec.rank, content_hash=content_hash, size_bytes=size
         )
     except Conflict:
         if not await service.path_in_use(session, str(path)):

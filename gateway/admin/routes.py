@@ -29,7 +29,7 @@ from gateway.admin.schemas import (
 from gateway.audit import service as audit
 from gateway.audit.service import client_ip as _ip
 from gateway.auth import service as auth
-from gateway.engine.client import EngineClient
+from gateway.engine.pool import EnginePool
 from gateway.errors import InvalidRequest
 from gateway.settings import Settings
 
@@ -180,12 +180,12 @@ class AdminController(Controller):
         data: AdapterRegister,
         db_session: AsyncSession,
         db_engine: AsyncEngine,
-        engine: EngineClient,
+        engines: EnginePool,
     ) -> AdapterPublic:
         await auth.get_tenant(db_session, tenant_id)
         path, rank = await asyncio.to_thread(_adapter_folder, data.path)
-        info = await engine.info()
-        a = await adapters.register(db_session, engine, info, tenant_id, _clean_name(data.name, "Adapter"), path, rank)
+        info = await engines.info()
+        a = await adapters.register(db_session, engines, info, tenant_id, _clean_name(data.name, "Adapter"), path, rank)
         await audit.record(db_engine, "admin", "adapter.register", a.id, {"tenant_id": tenant_id, "name": a.name},
                            _ip(request))  # fmt: skip
         return AdapterPublic(

@@ -88,16 +88,18 @@ class EngineClient:
     """One aiohttp session with a keep-alive pool (the benchmark profile showed httpx's pool bookkeeping as
     the largest cost on the request path)."""
 
-    def __init__(self, settings: EngineSettings, on_adapter_load: Callable[[str], None] | None = None) -> None:
-        if not settings.url:
+    def __init__(
+        self, settings: EngineSettings, on_adapter_load: Callable[[str], None] | None = None, url: str | None = None
+    ) -> None:
+        url = url or settings.url
+        if not url:
             raise ValueError("ENGINE_URL is not set")
         self.settings = settings
+        self.url = url.rstrip("/")
         self._on_load = on_adapter_load or (lambda result: None)
         headers = {}
         if settings.api_key:
             headers["Authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
-        self._info: EngineInfo | None = None
-        self._base = settings.url.rstrip("/")
         self.http = aiohttp.ClientSession(
             headers=headers,
             timeout=aiohttp.ClientTimeout(total=settings.request_timeout_s, connect=settings.connect_timeout_s),
@@ -115,7 +117,7 @@ class EngineClient:
         async with (
             _translate(),
             self.http.request(
-                method, self._base + path, data=data, headers=_JSON if data else None, timeout=timeout
+                method, self.url + path, data=data, headers=_JSON if data else None, timeout=timeout
             ) as r,
         ):
             return r.status, await r.read()
@@ -127,14 +129,8 @@ class EngineClient:
             return False
         return status == 200
 
-    async def info(self) -> EngineInfo:
-        """The engine's base model and limits, discovered on first use and then cached."""
-        if self._info is None:
-            self._info = await self.discover()
-        return self._info
-
-    async def discover(self) -> EngineInfo:
-        """Ask the engine which base model it serves and its context length."""
+    async def discover(self) -> tuple[EngineInfo, frozenset[str]]:
+        """Ask the engine which base model it serves, its context length, and the adapters it holds now."""
         status, raw = await self._request("GET", "/v1/models", timeout_s=5.0)
         if status != 200:
             raise map_status(status, raw)
@@ -143,12 +139,13 @@ class EngineClient:
         if not bases:
             raise EngineFailed("The engine serves no base model.")
         base = bases[0]
-        return EngineInfo(
+        info = EngineInfo(
             base_model=base["id"],
             max_model_len=int(base.get("max_model_len") or 0),
             max_lora_rank=self.settings.max_lora_rank,
             root=base.get("root"),
         )
+        return info, frozenset(m["id"] for m in models if m.get("parent"))
 
     async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """A non-streaming call; returns the engine's JSON answer."""
@@ -168,7 +165,7 @@ class EngineClient:
         """A streaming call; yields an iterator over raw SSE events (each `data: …`, no trailing blank line).
         Leaving the context closes the connection, which makes the engine abort an unfinished generation."""
         async with _translate():
-            response = await self.http.post(self._base + path, data=_encode(body), headers=_JSON)
+            response = await self.http.post(self.url + path, data=_encode(body), headers=_JSON)
         try:
             if response.status != 200:
                 async with _translate():

@@ -9,7 +9,7 @@ from litestar import Response, get
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.db import is_unavailable
-from gateway.engine.client import EngineClient
+from gateway.engine.pool import EnginePool
 
 
 @get("/healthz", tags=["Health"])
@@ -19,8 +19,8 @@ async def healthz() -> dict[str, str]:
 
 
 @get("/readyz", tags=["Health"])
-async def readyz(db_engine: AsyncEngine, engine: EngineClient) -> Response[dict[str, Any]]:
-    """The database and the engine are both reachable."""
+async def readyz(db_engine: AsyncEngine, engines: EnginePool) -> Response[dict[str, Any]]:
+    """The database is reachable and at least one engine takes traffic."""
     checks: dict[str, str] = {}
     try:
         async with db_engine.connect() as conn:
@@ -30,6 +30,6 @@ async def readyz(db_engine: AsyncEngine, engine: EngineClient) -> Response[dict[
         if not is_unavailable(exc):
             raise
         checks["database"] = "unavailable"
-    checks["engine"] = "ok" if await engine.healthy() else "unavailable"
+    checks["engine"] = "ok" if await engines.ready() else "unavailable"
     ready = all(v == "ok" for v in checks.values())
     return Response({"status": "ready" if ready else "not_ready", "checks": checks}, status_code=200 if ready else 503)

@@ -12,7 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from gateway.adapters import service as adapters
 from gateway.adapters.service import model_not_found
 from gateway.auth.service import Caller
-from gateway.engine.client import EngineClient
+from gateway.engine.pool import EnginePool
 from gateway.proxy.schemas import CHAT_REQUEST, COMPLETION_REQUEST, documented_body, parse_body
 from gateway.proxy.service import Call, ProxyService
 
@@ -24,8 +24,8 @@ _COMPLETION_BODY = documented_body(COMPLETION_REQUEST)
 async def _forward(
     proxy: ProxyService, caller: Caller, raw: bytes, kind: str, path: str, deployment: str | None = None
 ) -> Response[Any]:
-    info = await proxy.engine.info()  # cached after the first call
-    body, model = parse_body(raw, kind, default_model=deployment, max_model_len=info.max_model_len)
+    limit = await proxy.engines.max_model_len()  # known after the first call
+    body, model = parse_body(raw, kind, default_model=deployment, max_model_len=limit)
     if deployment is not None:  # the path names the deployment; it wins over any `model` in the body
         model = _deployment(deployment)
     call: Call = await proxy.prepare(caller, path, body, model, len(raw))
@@ -53,12 +53,12 @@ class OpenAIController(Controller):
         return await _forward(proxy, caller, await request.body(), "completions", "/v1/completions")
 
     @get("/models")
-    async def models(self, caller: Caller, db_session: AsyncSession, engine: EngineClient) -> dict[str, Any]:
-        """The models this key may call: the base model and the tenant's own ready adapters."""
-        info = await engine.info()
+    async def models(self, caller: Caller, db_session: AsyncSession, engines: EnginePool) -> dict[str, Any]:
+        """The models this key may call: the base models and the tenant's own ready adapters."""
         now = int(time.time())
         data: list[dict[str, Any]] = [
-            {"id": info.base_model, "object": "model", "created": now, "owned_by": "system", "parent": None}
+            {"id": base, "object": "model", "created": now, "owned_by": "system", "parent": None}
+            for base in sorted(await engines.bases())
         ]
         for a in await adapters.list_ready(db_session, caller.tenant_id):
             data.append(

@@ -21,7 +21,8 @@ from gateway.adapters import service as adapters
 from gateway.adapters.service import Target
 from gateway.auth.service import Caller
 from gateway.db import guarded
-from gateway.engine.client import EngineClient, EngineModelMissing, parse_event
+from gateway.engine.client import parse_event
+from gateway.engine.pool import EnginePool
 from gateway.errors import EngineError, GatewayError
 from gateway.limits.service import Grant, RateLimiter
 from gateway.metrics import Metrics
@@ -52,6 +53,7 @@ class Call:
     clock: float = field(default_factory=time.perf_counter)
     used_tokens: int = 0
     metered: bool = False  # its usage row is handed to the writer (committed, or committed once the DB is back)
+    engine: str | None = None  # URL of the engine that serves it, once chosen
 
     @property
     def kind(self) -> str:
@@ -68,7 +70,7 @@ class ProxyService:
     def __init__(
         self,
         db: AsyncEngine,
-        engine: EngineClient,
+        engines: EnginePool,
         writer: UsageWriter,
         open_requests: OpenRequests,
         metrics: Metrics,
@@ -77,7 +79,7 @@ class ProxyService:
     ) -> None:
         self.limiter = limiter
         self.db = db
-        self.engine = engine
+        self.engines = engines
         self.writer = writer
         self.open_requests = open_requests
         self.metrics = metrics
@@ -86,8 +88,8 @@ class ProxyService:
     async def prepare(self, caller: Caller, endpoint: str, body: dict[str, Any], model: str, body_bytes: int) -> Call:
         """Resolve `model` within the caller's tenant, admit it against its limits and quota (committing its
         open row), build the engine's body."""
-        info = await self.engine.info()
-        target = await adapters.resolve(self.db, info, caller.tenant_id, model)
+        target = await adapters.resolve(self.db, await self.engines.bases(), caller.tenant_id, model)
+        info = await self.engines.info(target.base_model)
         worst_case = _worst_case_tokens(body, body_bytes, info.max_model_len)
         stream = bool(body.get("stream"))
         opening = Opening(
@@ -122,7 +124,7 @@ class ProxyService:
         """A non-streaming call; returns the engine's answer once its usage is committed."""
         try:
             try:
-                answer = await self._with_reload(call, lambda: self.engine.post(call.endpoint, call.body))
+                answer = await self._with_reload(call, lambda engine: engine.post(call.endpoint, call.body))
                 self.metrics.upstream.labels(call.endpoint, call.kind).observe(time.perf_counter() - call.clock)
             except EngineError as exc:
                 await self._record_failure(call, exc)
@@ -139,7 +141,7 @@ class ProxyService:
         stack = contextlib.AsyncExitStack()
         try:
             events = await self._with_reload(
-                call, lambda: stack.enter_async_context(self.engine.stream(call.endpoint, call.body))
+                call, lambda engine: stack.enter_async_context(engine.stream(call.endpoint, call.body)), stack
             )
         except EngineError as exc:
             await stack.aclose()
@@ -208,17 +210,14 @@ class ProxyService:
         finally:
             await self.limiter.settle(call.grant, call.used_tokens)
 
-    async def _with_reload(self, call: Call, send: Any) -> Any:
-        """Send; if the engine forgot this adapter (restart, eviction), load it again and retry once."""
-        try:
-            return await send()
-        except EngineModelMissing:
-            target = call.target
-            if target.adapter_id is None or target.adapter_path is None:
-                raise
-            log.info("engine lost adapter %s; reloading", target.adapter_id)
-            await self.engine.load_adapter(target.engine_model, target.adapter_path)
-            return await send()
+    async def _with_reload(self, call: Call, send: Any, held: contextlib.AsyncExitStack | None = None) -> Any:
+        """Send on the engine the pool picks for this call. The pool loads the adapter there if that engine lacks
+        it (again, once, if the engine forgot it) and moves on to another engine if it refuses connections. The
+        engine counts the call in flight until `held` closes (default: when the answer is in)."""
+        async with contextlib.AsyncExitStack() as own:
+            engine, result = await self.engines.send(call.target.base_model, call.target.adapter, send, held or own)
+        call.engine = engine.url
+        return result
 
     async def _record(self, call: Call, tokens: Tokens, status: str, http_status: int) -> None:
         t = call.target

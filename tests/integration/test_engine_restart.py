@@ -55,15 +55,18 @@ def test_engine_restart_under_the_gateway(
 
     engine.start()
     engine.wait_ready(progress=False)
-    assert dep not in engine_models(engine)  # the engine forgot it
+    # the running gateway gives the restarted engine its deployments back before it is ready again
+    deadline = time.monotonic() + 60
+    while httpx.get(f"{gateway.url}/readyz").status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert dep in engine_models(engine)
 
-    # a gateway that starts next to an engine reloads every deployment before the first call
+    # a gateway that starts next to an engine loads every deployment before it reports ready
+    assert httpx.post(f"{engine.url}/v1/unload_lora_adapter", json={"lora_name": dep}).status_code == 200
+    assert dep not in engine_models(engine)
     second = GatewayProcess(gateway_env, ARTIFACTS / "gateway-reconcile.log")
     second.start()
     try:
-        deadline = time.monotonic() + 10
-        while dep not in engine_models(engine) and time.monotonic() < deadline:
-            time.sleep(0.1)
         assert dep in engine_models(engine)
     finally:
         second.stop()

@@ -59,3 +59,17 @@ def test_database_errors_are_sorted_into_unavailable_or_not() -> None:
     wrapped.__cause__ = ConnectionRefusedError("refused")
     assert is_unavailable(wrapped)
     assert not is_unavailable(ValueError("a bug, not an outage"))
+
+
+def test_engine_pool_urls(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.settings import EngineSettings
+
+    monkeypatch.setenv("ENGINE_URL", "http://one:8000/")
+    assert EngineSettings().pool_urls() == ["http://one:8000"]  # a single engine is a pool of one
+    monkeypatch.setenv("ENGINE_URLS", " http://a:8001, http://b:8002/ ,,http://a:8001")
+    s = EngineSettings()
+    assert s.pool_urls() == ["http://a:8001", "http://b:8002"]  # ENGINE_URLS wins; blanks and repeats dropped
+    assert (s.load_factor, s.load_floor, s.health_interval_s) == (1.25, 8, 2.0)
+    monkeypatch.delenv("ENGINE_URL")
+    monkeypatch.delenv("ENGINE_URLS")
+    assert EngineSettings().pool_urls() == []
