@@ -12,7 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -24,11 +24,11 @@ import kubernetes_validate
 import pytest
 import yaml
 from kubernetes_validate import utils as kv_utils
-from pydantic import AliasChoices
+from pydantic import AliasChoices, ValidationError
 from pydantic_settings import BaseSettings
 
 from gateway.app import create_app
-from gateway.settings import Settings
+from gateway.settings import EngineSettings, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -73,6 +73,7 @@ def test_setting_names_are_read_from_the_classes() -> None:
     names = setting_names()
     assert {"DATABASE_URL", "ENGINE_URL", "GATEWAY_ADMIN_TOKEN", "GATEWAY_WORKERS", "PROMETHEUS_MULTIPROC_DIR"} <= names
     assert {"ADAPTER_MAX_UPLOAD_BYTES", "BILLING_PERIOD", "STRIPE_API_KEY"} <= names
+    assert {"ENGINE_URLS", "ENGINE_HEALTH_INTERVAL", "ENGINE_LOAD_FACTOR", "ENGINE_LOAD_FLOOR"} <= names
     assert "NOT_A_SETTING" not in names
 
 
@@ -104,8 +105,13 @@ def gateway_services() -> dict[str, dict[str, Any]]:
     return {n: s for n, s in compose()["services"].items() if str(s.get("image", "")).startswith(GATEWAY_IMAGE)}
 
 
-def engine_services() -> dict[str, dict[str, Any]]:
-    return {n: s for n, s in compose()["services"].items() if str(s.get("image", "")).startswith("vllm/")}
+def engine_services(services: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    services = compose()["services"] if services is None else services
+    return {n: s for n, s in services.items() if str(s.get("image", "")).startswith("vllm/")}
+
+
+def compose_env(service: dict[str, Any]) -> dict[str, str]:
+    return {k: interpolate(str(v)) for k, v in service.get("environment", {}).items()}
 
 
 def flag(args: list[str], name: str) -> str | None:
@@ -154,8 +160,8 @@ def test_compose_gateway_env_names_are_real_settings(monkeypatch: pytest.MonkeyP
 def test_compose_wiring(monkeypatch: pytest.MonkeyPatch) -> None:
     services = compose()["services"]
     gw = services["gateway"]
-    s = settings_from({k: interpolate(str(v)) for k, v in gw["environment"].items()}, monkeypatch)
-    assert urlsplit(s.engine.url).hostname in engine_services()
+    s = settings_from(compose_env(gw), monkeypatch)
+    assert len(s.engine.pool_urls()) == len(engine_services()) == 2  # the pool: both engines
     assert urlsplit(s.database.url).hostname in services
     assert gw["command"] == ["serve"] and services["migrate"]["command"] == ["migrate"]
     assert services["migrate"]["environment"]["DATABASE_URL"] == gw["environment"]["DATABASE_URL"]
@@ -169,28 +175,114 @@ def test_compose_wiring(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not Path(s.metrics.multiproc_dir).is_relative_to(s.storage.data_dir)
 
 
-def test_compose_engines_see_what_the_gateway_hands_them(monkeypatch: pytest.MonkeyPatch) -> None:
-    gw = compose()["services"]["gateway"]
-    s = settings_from({k: interpolate(str(v)) for k, v in gw["environment"].items()}, monkeypatch)
+def compose_pool_problems(services: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What is wrong with the engine pool the gateway services would build from these services (ideally nothing)."""
+    gw = services["gateway"]
+    s = settings_from(compose_env(gw), monkeypatch)
+    engines = engine_services(services)
+    problems = []
+    if "ENGINE_URL" in gw["environment"]:
+        problems.append("ENGINE_URL beside ENGINE_URLS: ignored, and misleading")
+    pooled: dict[str, dict[str, Any]] = {}
+    for url in s.engine.pool_urls():
+        name, port = urlsplit(url).hostname, urlsplit(url).port
+        if name not in engines:
+            problems.append(f"ENGINE_URLS names {url}, but no engine service {name} exists")
+            continue
+        pooled[name] = engines[name]
+        if flag([interpolate(a) for a in engines[name]["command"]], "--port") != str(port):
+            problems.append(f"{url}: {name} does not listen on port {port}")
+        if engines[name].get("profiles"):
+            problems.append(f"{name} is in profiles {engines[name]['profiles']}: a plain `up` does not start it")
+        if name not in gw.get("depends_on", {}):
+            problems.append(f"the gateway does not depend on {name}")
+    if idle := sorted(engines.keys() - pooled.keys()):
+        problems.append(f"engine services no gateway sends traffic to: {idle}")
+    # Adapters are stored under GATEWAY_DATA_DIR and loaded by absolute path on whichever engine an adapter's
+    # traffic goes to (its home, a spill, a failover): every engine sees the same volume at the same path.
     gw_mounts = mounts(gw)
-    data_volume = gw_mounts[str(s.storage.data_dir)]
-    engines = engine_services()
-    assert len(engines) == 2
-    for name, engine in engines.items():
+    data_dir, model_dir = str(s.storage.data_dir), str(s.adapters.base_model_dir)
+    for name, engine in pooled.items():
         args = [interpolate(a) for a in engine["command"]]
-        assert flag(args, "--enable-lora") == ""
-        assert flag(args, "--max-lora-rank") == str(s.engine.max_lora_rank), name
-        assert flag(args, "--served-model-name"), name
-        assert flag(args, "--port") == str(urlsplit(s.engine.url).port)
-        assert engine["environment"]["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
         engine_mounts = mounts(engine)
-        # Adapters are stored under GATEWAY_DATA_DIR and loaded by absolute path: same volume, same path.
-        assert engine_mounts.get(str(s.storage.data_dir)) == data_volume, name
+        if engine_mounts.get(data_dir) != gw_mounts.get(data_dir):
+            problems.append(f"{name}: the gateway's adapters volume {gw_mounts.get(data_dir)} is not at {data_dir}")
+        if flag(args, "--enable-lora") != "":
+            problems.append(f"{name}: no --enable-lora")
+        if flag(args, "--max-lora-rank") != str(s.engine.max_lora_rank):
+            problems.append(f"{name}: --max-lora-rank is not ENGINE_MAX_LORA_RANK={s.engine.max_lora_rank}")
         # The base model: the engine's --model is the folder the gateway reads config.json from.
-        assert flag(args, "--model") == str(s.adapters.base_model_dir)
-        assert engine_mounts[str(s.adapters.base_model_dir)] == gw_mounts[str(s.adapters.base_model_dir)]
+        if flag(args, "--model") != model_dir or engine_mounts.get(model_dir) != gw_mounts.get(model_dir):
+            problems.append(f"{name}: the base model is not the gateway's {model_dir}")
+        if engine.get("environment", {}).get("VLLM_ALLOW_RUNTIME_LORA_UPDATING") != "True":
+            problems.append(f"{name}: runtime LoRA loading is off")
+    # One base model, adapters interchangeable between engines: the same model and LoRA flags everywhere.
+    commands = {name: [interpolate(a) for a in e["command"]] for name, e in pooled.items()}
+    if len({tuple(c) for c in commands.values()}) > 1:
+        problems.append(f"the pool's engines run different commands: {commands}")
+    return problems
+
+
+def test_compose_engine_pool_is_every_engine_sharing_the_adapters(monkeypatch: pytest.MonkeyPatch) -> None:
+    engines = engine_services()
+    assert sorted(engines) == ["engine-a", "engine-b"]
+    assert compose_pool_problems(compose()["services"], monkeypatch) == []
+    for name, engine in engines.items():
         gpus = engine["deploy"]["resources"]["reservations"]["devices"]
-        assert gpus and "gpu" in gpus[0]["capabilities"]
+        assert gpus and "gpu" in gpus[0]["capabilities"], name
+    reservations = [r for e in engines.values() for r in e["deploy"]["resources"]["reservations"]["devices"]]
+    gpu_ids = [i for r in reservations for i in r["device_ids"]]
+    assert len(gpu_ids) == len(set(gpu_ids)) == 2  # one GPU each, not both on GPU 0
+
+
+def _set_urls(urls: str) -> Callable[[dict[str, Any]], None]:
+    def change(services: dict[str, Any]) -> None:
+        services["gateway"]["environment"] = {**services["gateway"]["environment"], "ENGINE_URLS": urls}
+
+    return change
+
+
+def _set_b(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def change(services: dict[str, Any]) -> None:  # a new value: engine-a and engine-b share the anchor's lists
+        services["engine-b"] = {
+            **services["engine-b"],
+            key: value(services["engine-b"][key]) if callable(value) else value,
+        }
+
+    return change
+
+
+BROKEN_COMPOSE = {
+    "url-of-no-service": (_set_urls("http://engine-a:8000,http://engine-c:8000"), "no engine service engine-c"),
+    "engine-left-out": (_set_urls("http://engine-a:8000"), "no gateway sends traffic to: ['engine-b']"),
+    "wrong-port": (_set_urls("http://engine-a:8000,http://engine-b:8001"), "engine-b does not listen on port 8001"),
+    "old-single-url": (
+        lambda s: s["gateway"].update(
+            environment={**s["gateway"]["environment"], "ENGINE_URL": "http://engine-a:8000"}
+        ),
+        "ENGINE_URL beside ENGINE_URLS",
+    ),
+    "b-in-a-profile": (_set_b("profiles", ["pool"]), "a plain `up` does not start it"),
+    "b-without-adapters": (
+        _set_b("volumes", lambda vs: [v for v in vs if not v.startswith("gateway-data:")]),
+        "engine-b: the gateway's adapters volume",
+    ),
+    "b-other-rank": (
+        _set_b("command", lambda c: [a.replace("--max-lora-rank=16", "--max-lora-rank=8") for a in c]),
+        "engine-b: --max-lora-rank",
+    ),
+    "b-other-flags": (_set_b("command", lambda c: [*c, "--max-loras=2"]), "different commands"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_COMPOSE))
+def test_compose_pool_check_catches_a_broken_pool(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    change, expected = BROKEN_COMPOSE[case]
+    services = copy.deepcopy(compose()["services"])
+    change(services)
+    problems = compose_pool_problems(services, monkeypatch)
+    assert any(expected in p for p in problems), problems
+    assert compose_pool_problems(compose()["services"], monkeypatch) == []  # the real file was not touched
 
 
 def test_prometheus_and_grafana_config() -> None:
@@ -313,6 +405,13 @@ SCENARIOS = {
         REQUIRED,
         {"engines": {"enabled": False}, "externalEngine": {"url": "http://vllm-router-service.vllm.svc.cluster.local"}},
     ),
+    "external-engine-list": _merge(
+        REQUIRED,
+        {
+            "engines": {"enabled": False},
+            "externalEngine": {"url": ["http://vllm-a.vllm:8000", "http://vllm-b.vllm:8000"]},
+        },
+    ),
     "fixed-replicas-servicemonitor-existing-secret": _merge(
         REQUIRED,
         {
@@ -340,6 +439,12 @@ def test_helm_refuses_missing_secrets_and_model(helm: str, tmp_path: Path) -> No
     with pytest.raises(subprocess.CalledProcessError) as exc:
         render(helm, tmp_path, _merge(REQUIRED, {"engines": {"enabled": False}}))
     assert "externalEngine.url is required" in exc.value.stderr
+    with pytest.raises(subprocess.CalledProcessError) as exc:  # an empty list is no engine either
+        render(helm, tmp_path, _merge(REQUIRED, {"engines": {"enabled": False}, "externalEngine": {"url": []}}))
+    assert "externalEngine.url is required" in exc.value.stderr
+    with pytest.raises(subprocess.CalledProcessError) as exc:  # an empty pool: the gateway would not start
+        render(helm, tmp_path, _merge(REQUIRED, {"engines": {"replicas": 0}}))
+    assert "engines.replicas must be at least 1" in exc.value.stderr
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
@@ -370,6 +475,7 @@ def test_chart_gateway_settings(helm: str, tmp_path: Path, scenario: str, monkey
     (container,) = pod["containers"]
     env = pod_env(docs, container)
     assert set(env) - setting_names() == set()
+    assert "ENGINE_URLS" in env and "ENGINE_URL" not in env  # the pool setting only: ENGINE_URLS would win anyway
     for secret in by_kind(docs, "Secret"):
         assert set(secret["stringData"]) - setting_names() == set()
     if not values["secrets"].get("existingSecret"):
@@ -441,7 +547,8 @@ def test_chart_engines_share_the_adapter_path(
     statefulsets = by_kind(docs, "StatefulSet")
     if not values.get("engines", {}).get("enabled", True):
         assert not statefulsets
-        assert s.engine.url == values["externalEngine"]["url"]
+        external = values["externalEngine"]["url"]
+        assert s.engine.pool_urls() == (external if isinstance(external, list) else external.split(","))
         return
     engine = statefulsets[0]
     pod = engine["spec"]["template"]["spec"]
@@ -459,14 +566,7 @@ def test_chart_engines_share_the_adapter_path(
     assert Path(flag(args, "--model") or "").is_relative_to(model_path)
     assert {"name": "VLLM_ALLOW_RUNTIME_LORA_UPDATING", "value": "True"} in vllm["env"]
     assert vllm["resources"]["limits"]["nvidia.com/gpu"] == 1
-    # ENGINE_URL names the first engine pod through the headless Service of the StatefulSet.
-    headless = next(x for x in by_kind(docs, "Service") if x["metadata"]["name"] == engine["spec"]["serviceName"])
-    assert headless["spec"]["clusterIP"] == "None"
-    assert headless["spec"]["selector"].items() <= pod_labels(engine).items()
-    url = urlsplit(s.engine.url)
-    first_pod = f"{engine['metadata']['name']}-0.{headless['metadata']['name']}"
-    assert url.hostname == f"{first_pod}.{NAMESPACE}.svc.cluster.local"
-    assert str(url.port) == flag(args, "--port")
+    assert chart_pool_problems(docs, s) == []
 
 
 def pod_labels(workload: dict[str, Any]) -> dict[str, str]:
@@ -476,3 +576,64 @@ def pod_labels(workload: dict[str, Any]) -> dict[str, str]:
 def test_values_file_settings_are_real() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert set(values["gateway"]["env"]) <= setting_names()
+
+
+def gateway_settings(docs: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The gateway pods' settings as rendered (secret values left out)."""
+    container = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    return settings_from({k: v for k, v in pod_env(docs, container).items() if v != "<from secret>"}, monkeypatch)
+
+
+def chart_pool_problems(docs: list[dict[str, Any]], s: Settings) -> list[str]:
+    """What is wrong with the gateway's ENGINE_URLS against the engines the chart deploys (ideally nothing):
+    one URL per StatefulSet pod, in order, by the stable name its headless Service gives it, on its port."""
+    (engine,) = by_kind(docs, "StatefulSet")
+    (vllm,) = engine["spec"]["template"]["spec"]["containers"]
+    headless = next(x for x in by_kind(docs, "Service") if x["metadata"]["name"] == engine["spec"]["serviceName"])
+    problems = []
+    if headless["spec"].get("clusterIP") != "None":
+        problems.append("the engines' Service is not headless: no DNS name per pod")
+    if not headless["spec"]["selector"].items() <= pod_labels(engine).items():
+        problems.append("the headless Service does not select the engine pods")
+    urls = s.engine.pool_urls()
+    replicas = engine["spec"]["replicas"]
+    if len(urls) != replicas:
+        problems.append(f"{len(urls)} engine URLs for {replicas} engine pods: {urls}")
+    for i, url in enumerate(urls):
+        parts = urlsplit(url)
+        pod = f"{engine['metadata']['name']}-{i}"
+        if parts.hostname != f"{pod}.{headless['metadata']['name']}.{NAMESPACE}.svc.cluster.local":
+            problems.append(f"URL {i} is {url}, not pod {pod} through {headless['metadata']['name']}")
+        if str(parts.port) != flag(vllm["args"], "--port"):
+            problems.append(f"{url}: the engines listen on {flag(vllm['args'], '--port')}")
+        if parts.port not in {sp["port"] for sp in headless["spec"]["ports"]}:
+            problems.append(f"{url}: not a port of the headless Service")
+    return problems
+
+
+@pytest.mark.parametrize("replicas", [1, 3])
+def test_chart_engine_urls_list_every_engine_pod(
+    helm: str, tmp_path: Path, replicas: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docs = render(helm, tmp_path, _merge(REQUIRED, {"engines": {"replicas": replicas}}))
+    s = gateway_settings(docs, monkeypatch)
+    urls = s.engine.pool_urls()
+    assert len(urls) == len(set(urls)) == replicas == one(docs, "StatefulSet")["spec"]["replicas"]
+    assert chart_pool_problems(docs, s) == []
+    # A broken list must fail the check: one pod short, or a pod named twice.
+    config = next(d for d in by_kind(docs, "ConfigMap") if "ENGINE_URLS" in d["data"])
+    for broken_urls in (urls[:-1], [urls[0]] * replicas if replicas > 1 else [urls[0].replace("-0.", "-1.")]):
+        broken = copy.deepcopy(docs)
+        next(d for d in by_kind(broken, "ConfigMap") if d == config)["data"]["ENGINE_URLS"] = ",".join(broken_urls)
+        assert chart_pool_problems(broken, gateway_settings(broken, monkeypatch)) != [], broken_urls
+
+
+def test_values_file_pool_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = yaml.safe_load((CHART / "values.yaml").read_text())["gateway"]["env"]
+    assert {"ENGINE_HEALTH_INTERVAL", "ENGINE_LOAD_FACTOR"} <= env.keys()
+    s = settings_from({k: str(v) for k, v in env.items()}, monkeypatch)
+    defaults = {name: field.default for name, field in EngineSettings.model_fields.items()}
+    assert s.engine.health_interval_s == defaults["health_interval_s"]  # the values file shows the defaults
+    assert (s.engine.load_factor, s.engine.load_floor) == (defaults["load_factor"], defaults["load_floor"])
+    with pytest.raises(ValidationError, match="ENGINE_LOAD_FACTOR"):  # really parsed: a factor below 1 is refused
+        settings_from({**env, "ENGINE_LOAD_FACTOR": "0.5"}, monkeypatch)

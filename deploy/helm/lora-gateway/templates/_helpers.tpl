@@ -56,12 +56,26 @@ app.kubernetes.io/component: engine
 {{- printf "%s/adapters" (trimSuffix "/" .Values.adapters.dataDir) -}}
 {{- end -}}
 
-{{/* The engine the gateway talks to: the first engine pod by its stable name, or the external router. */}}
-{{- define "lora-gateway.engineUrl" -}}
+{{/* The gateway's engine pool (ENGINE_URLS): every engine pod of the StatefulSet by its stable DNS name
+     (<name>-engine-<i>.<headless Service>.<namespace>.svc.cluster.local, i = 0 … engines.replicas-1), or the
+     external endpoint(s) of externalEngine.url: one URL, a comma-separated list or a YAML list. */}}
+{{- define "lora-gateway.engineUrls" -}}
 {{- if .Values.engines.enabled -}}
+{{- $replicas := int .Values.engines.replicas -}}
+{{- if lt $replicas 1 -}}
+{{- fail "engines.replicas must be at least 1 (or engines.enabled=false with externalEngine.url)" -}}
+{{- end -}}
 {{- $engine := printf "%s-engine" (include "lora-gateway.fullname" .) -}}
-{{- printf "http://%s-0.%s.%s.svc.cluster.local:8000" $engine $engine .Release.Namespace -}}
+{{- $urls := list -}}
+{{- range $i := until $replicas -}}
+{{- $urls = append $urls (printf "http://%s-%d.%s.%s.svc.cluster.local:8000" $engine $i $engine $.Release.Namespace) -}}
+{{- end -}}
+{{- join "," $urls -}}
 {{- else -}}
-{{- required "externalEngine.url is required when engines.enabled is false" .Values.externalEngine.url -}}
+{{- $url := .Values.externalEngine.url -}}
+{{- if kindIs "slice" $url -}}
+{{- $url = join "," $url -}}
+{{- end -}}
+{{- required "externalEngine.url is required when engines.enabled is false" $url -}}
 {{- end -}}
 {{- end -}}
