@@ -103,9 +103,14 @@ class ServerSettings(_Base):
     )
     checkpoint_interval_s: float = Field(
         default=1.0,
-        gt=0,
+        ge=0,
         validation_alias=AliasChoices("USAGE_CHECKPOINT_INTERVAL"),
-        description="How often an open stream's running usage is saved (what a crashed process leaves to bill).",
+        description=(
+            "How often an open stream's running usage is saved (what a crashed process leaves to bill). "
+            "0: with every group commit (each chunk's running usage is queued; a commit keeps the latest per "
+            "stream), which bills a killed stream to within one commit of what it was sent, at the price of "
+            "one row update per stream per commit."
+        ),
     )
 
 
