@@ -59,6 +59,9 @@ class Member:
         return self.info.base_model if self.info else None
 
 
+STARTUP_GRACE_S = 15.0
+
+
 class EnginePool:
     def __init__(self, settings: EngineSettings, metrics: Metrics, ready_adapters: ReadyAdapters) -> None:
         urls = settings.pool_urls()
@@ -72,6 +75,8 @@ class EnginePool:
         for m in self.members:
             metrics.engine_healthy.labels(m.url).set(0)
         self._watchers: list[asyncio.Task[None]] = []
+        self._any_up = asyncio.Event()  # set the first time an engine is up in this process
+        self._started = time.monotonic()
 
     # --- lifecycle -------------------------------------------------------------------------------------
 
@@ -130,6 +135,7 @@ class EnginePool:
         m.up, m.since = up, time.time()
         if up:
             m.last_error = None
+            self._any_up.set()
         self.metrics.engine_healthy.labels(m.url).set(1 if up else 0)
         self.metrics.engine_up.set(1 if any(x.up for x in self.members) else 0)
 
@@ -197,6 +203,7 @@ class EnginePool:
         """Run `call` on the chosen engine, loading the adapter there first if it lacks it. An engine that
         refuses the connection is marked down and the call goes to the next one. The engine's in-flight count
         is held until `held` closes (for a stream: when the relay ends)."""
+        await self._startup_grace()
         tried: list[Member] = []
         while True:
             m = self.choose(base_model, adapter.id if adapter else None, tried)
@@ -214,6 +221,16 @@ class EnginePool:
                 raise
             held.callback(self._release, m)
             return m, result
+
+    async def _startup_grace(self) -> None:
+        """A process that has just started (one worker of several, say) waits for its first engine to come up
+        instead of refusing the calls that reach it meanwhile."""
+        if self._any_up.is_set():
+            return
+        left = self._started + STARTUP_GRACE_S - time.monotonic()
+        if left > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._any_up.wait(), left)
 
     async def _call_on(self, m: Member, adapter: AdapterRef | None, call: Callable[[EngineClient], Awaitable[T]]) -> T:
         if adapter is not None and adapter.id not in m.resident:

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
+from litestar.background_tasks import BackgroundTask
 from litestar.response import Stream
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -31,8 +32,13 @@ async def _forward(
     call: Call = await proxy.prepare(caller, path, body, model, len(raw))
     headers = {"x-request-id": call.request_id, **call.grant.headers}
     if call.stream:
-        events = await proxy.open_stream(call)
-        return Stream(events, media_type="text/event-stream", headers={**_SSE_HEADERS, **headers})
+        relay = await proxy.open_stream(call)
+        return Stream(
+            relay.events,
+            media_type="text/event-stream",
+            headers={**_SSE_HEADERS, **headers},
+            background=BackgroundTask(proxy.finish, relay),
+        )
     return Response(await proxy.complete(call), headers=headers)
 
 

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -21,18 +19,16 @@ from gateway.adapters import service as adapters
 from gateway.adapters.service import Target
 from gateway.auth.service import Caller
 from gateway.db import guarded
-from gateway.engine.client import parse_event
 from gateway.engine.pool import EnginePool
 from gateway.errors import EngineError, GatewayError
 from gateway.limits.service import Grant, RateLimiter
 from gateway.metrics import Metrics
+from gateway.proxy.sse import DONE, RunningUsage, Tokens, error_event, renamer, take_usage, tokens_of
 from gateway.timeutil import utcnow
 from gateway.usage.open_requests import Opening, OpenRequests
 from gateway.usage.writer import UsageWriter, usage_row
 
 log = logging.getLogger(__name__)
-
-_DONE = b"data: [DONE]"
 
 
 @dataclass(slots=True)
@@ -61,9 +57,15 @@ class Call:
 
 
 @dataclass(slots=True)
-class Tokens:
-    prompt: int = 0
-    completion: int = 0
+class Relay:
+    """An engine stream on its way to the client."""
+
+    call: Call
+    stack: contextlib.AsyncExitStack
+    running: RunningUsage  # what the engine had produced by the last chunk relayed
+    events: AsyncGenerator[bytes, None] = None  # type: ignore[assignment]  # set right after construction
+    status: str = "client_closed"  # how it ended, if it ended without its final usage
+    closed: bool = False
 
 
 class ProxyService:
@@ -94,12 +96,12 @@ class ProxyService:
         stream = bool(body.get("stream"))
         opening = Opening(
             ids.request_id(), caller.tenant_id, caller.key_id, model, target.base_model, target.adapter_id,
-            endpoint, stream, utcnow(),
+            endpoint, stream,
         )  # fmt: skip
         grant = await self.limiter.admit(list(caller.limits), worst_case)
         try:
             async with guarded():
-                await self.open_requests.open(opening, caller.limits, worst_case)
+                started_at = await self.open_requests.open(opening, caller.limits, worst_case)
         except BaseException:
             await self.limiter.settle(grant, 0)
             raise
@@ -117,7 +119,7 @@ class ProxyService:
         body["model"] = target.engine_model
         return Call(
             caller, endpoint, body, model, target, stream, wants_usage, grant, wants_running,
-            request_id=opening.request_id, started_at=opening.started_at,
+            request_id=opening.request_id, started_at=started_at,
         )  # fmt: skip
 
     async def complete(self, call: Call) -> dict[str, Any]:
@@ -130,14 +132,15 @@ class ProxyService:
                 await self._record_failure(call, exc)
                 raise
             usage = answer.get("usage") or {}
-            await self._record(call, _tokens(usage), "ok", 200)
+            await self._record(call, tokens_of(usage), "ok", 200)
         finally:
             await self._settle(call)
         answer["model"] = call.client_model
         return answer
 
-    async def open_stream(self, call: Call) -> AsyncIterator[bytes]:
-        """Open the engine stream now (so its errors become HTTP errors), then relay it event by event."""
+    async def open_stream(self, call: Call) -> Relay:
+        """Open the engine stream now (so its errors become HTTP errors); relay.events relays it event by event.
+        The caller must make sure finish(relay) runs once the response is over (see finish)."""
         stack = contextlib.AsyncExitStack()
         try:
             events = await self._with_reload(
@@ -150,26 +153,31 @@ class ProxyService:
             finally:
                 await self._settle(call)
             raise
-        return self._relay(call, events, stack)
+        relay = Relay(call, stack, RunningUsage(call.body))
+        relay.events = self._relay(relay, events)
+        return relay
 
-    async def _relay(
-        self, call: Call, events: AsyncIterator[bytes], stack: contextlib.AsyncExitStack
-    ) -> AsyncIterator[bytes]:
-        rename = _renamer(call.target.engine_model, call.client_model)
+    async def finish(self, relay: Relay) -> None:
+        """After the response: close the relay if the client left before the generator ran to its end, or
+        before it even started (a generator that never started runs no `finally`)."""
+        await relay.events.aclose()
+        await self._close(relay)
+
+    async def _relay(self, relay: Relay, events: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:
+        call = relay.call
+        rename = renamer(call.target.engine_model, call.client_model)
         first = True
-        running = Tokens()  # what the engine had produced by the last chunk we relayed
-        status = "client_closed"
         next_mark = 0.0  # the first running usage is saved at once: from then on the prompt is never lost
         try:
             async for event in events:
                 if first and b'"content"' in event:
                     first = False
                     self.metrics.ttft.labels(call.endpoint, call.kind).observe(time.perf_counter() - call.clock)
-                if event == _DONE:
-                    status = "ok"
+                if event == DONE:
+                    relay.status = "ok"
                 elif b'"usage"' in event:
                     final = b'"choices":[]' in event
-                    tokens, event = _take_usage(event, keep=final or call.wants_running_usage)
+                    tokens, event = take_usage(event, keep=final or call.wants_running_usage)
                     if tokens is not None and final:
                         self.metrics.upstream.labels(call.endpoint, call.kind).observe(time.perf_counter() - call.clock)
                         # Committed before the client sees the end of the stream.
@@ -177,29 +185,36 @@ class ProxyService:
                         if not call.wants_usage:
                             continue
                     elif tokens is not None:
-                        running = tokens
+                        total = relay.running.update(event, tokens)
                         if (now := time.monotonic()) >= next_mark:
                             next_mark = now + self.checkpoint_interval_s
-                            self.writer.checkpoint(call.request_id, tokens.prompt, tokens.completion)
+                            self.writer.checkpoint(call.request_id, total.prompt, total.completion)
                 yield rename(event) + b"\n\n"
             if not call.metered:
-                status = "engine_error"
+                relay.status = "engine_error"
         except EngineError as exc:
-            status = "engine_error"
+            relay.status = "engine_error"
             log.warning("engine stream broke: %s", exc.message)
-            yield _error_event(exc)
+            yield error_event(exc)
         finally:
-            # A client that hangs up cancels this generator (Litestar cancels its task group); the cleanup must
-            # still run to the end: close the engine stream (the engine aborts), meter, settle.
-            with anyio.CancelScope(shield=True):
-                await stack.aclose()
-                try:
-                    if not call.metered:
-                        # Broken or abandoned: bill what the engine had produced (its running usage).
-                        with contextlib.suppress(GatewayError):
-                            await self._record(call, running, status, 200)
-                finally:
-                    await self._settle(call)
+            await self._close(relay)
+
+    async def _close(self, relay: Relay) -> None:
+        """Once per relay: close the engine stream (the engine aborts an unfinished generation), meter what the
+        engine had produced if nothing was metered yet, settle. A client that hangs up cancels the relay
+        (Litestar cancels its task group), so this runs shielded from that cancellation."""
+        if relay.closed:
+            return
+        relay.closed = True
+        call = relay.call
+        with anyio.CancelScope(shield=True):
+            await relay.stack.aclose()
+            try:
+                if not call.metered:
+                    with contextlib.suppress(GatewayError):
+                        await self._record(call, relay.running.total, relay.status, 200)
+            finally:
+                await self._settle(call)
 
     async def _settle(self, call: Call) -> None:
         """The call is over: close its open row if no usage row did, and correct its rate-limit tokens."""
@@ -261,43 +276,3 @@ def _worst_case_tokens(body: dict[str, Any], body_bytes: int, max_model_len: int
     n = body.get("n")
     choices = n if isinstance(n, int) and n > 0 else 1
     return body_bytes + completion * choices
-
-
-_USAGE = re.compile(rb',"usage":(\{[^{}]*\})')
-
-
-def _take_usage(event: bytes, keep: bool) -> tuple[Tokens | None, bytes]:
-    """The usage numbers of an SSE event, and the event with that usage removed unless `keep`."""
-    m = _USAGE.search(event)
-    if m is not None:
-        try:
-            usage = json.loads(m.group(1))
-        except ValueError:
-            return None, event
-        return _tokens(usage), event if keep else event[: m.start()] + event[m.end() :]
-    chunk = parse_event(event)  # unusual layout (nested usage details): the slow, general path
-    if chunk is None or not isinstance(chunk.get("usage"), dict):
-        return None, event
-    tokens = _tokens(chunk["usage"])
-    if not keep and chunk.get("choices"):
-        del chunk["usage"]
-        event = b"data: " + json.dumps(chunk, ensure_ascii=False, separators=(",", ":")).encode()
-    return tokens, event
-
-
-def _tokens(usage: dict[str, Any]) -> Tokens:
-    return Tokens(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
-
-
-def _renamer(engine_model: str, client_model: str) -> Any:
-    """Put the client's model name back into each event (the engine echoes its internal name)."""
-    if engine_model == client_model:
-        return lambda event: event
-    old = b'"model":' + json.dumps(engine_model).encode()
-    new = b'"model":' + json.dumps(client_model, ensure_ascii=False).encode()
-    return lambda event: event.replace(old, new, 1)
-
-
-def _error_event(exc: GatewayError) -> bytes:
-    body = {"error": {"message": exc.message, "type": exc.type, "code": exc.code, "param": exc.param}}
-    return b"data: " + json.dumps(body).encode() + b"\n\n"

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from billing.admission import Admission, Ticket
 from gateway.errors import RateLimited
 from gateway.limits.service import Limits
+from gateway.timeutil import utcnow
 
 _LOCK = sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:t, 7231))")
 _HELD = sa.text(
@@ -52,7 +53,6 @@ class Opening:
     adapter_id: str | None
     endpoint: str
     stream: bool
-    started_at: datetime
 
 
 class OpenRequests:
@@ -64,9 +64,9 @@ class OpenRequests:
         self._serialized: set[str] = set()  # tenants last seen prepaid: their admissions take the database lock
         self._tenant_locks: dict[str, asyncio.Lock] = {}
 
-    async def open(self, req: Opening, limits: tuple[Limits, ...], worst_case: int) -> Ticket:
+    async def open(self, req: Opening, limits: tuple[Limits, ...], worst_case: int) -> datetime:
         """Admit against concurrency limits and prepaid quota and commit the open row; raise RateLimited or
-        InsufficientQuota (nothing written then)."""
+        InsufficientQuota (nothing written then). Returns when it was admitted: the request's start."""
         concurrent = [lim for lim in limits if lim.concurrent is not None]
         await self._admission.load_prices()  # never while holding the transaction's connection
         if concurrent or req.tenant_id in self._serialized:
@@ -77,7 +77,7 @@ class OpenRequests:
                 return await self._open(req, concurrent, worst_case)
         return await self._open(req, concurrent, worst_case)
 
-    async def _open(self, req: Opening, concurrent: list[Limits], worst_case: int) -> Ticket:
+    async def _open(self, req: Opening, concurrent: list[Limits], worst_case: int) -> datetime:
         async with self._db.begin() as conn:
             state = await self._admission.state(conn, req.tenant_id)
             if state.prepaid:
@@ -94,9 +94,11 @@ class OpenRequests:
                 )
             else:
                 ticket = Ticket()
-            await _insert(conn, req, self.instance_id, ticket)
+            # After the counts were read: a request admitted in a freed slot starts after the one that left.
+            started_at = utcnow()
+            await _insert(conn, req, self.instance_id, ticket, started_at)
         self.live.add(req.request_id)
-        return ticket
+        return started_at
 
     def closed(self, request_id: str) -> None:
         """The row is gone (usage written or discarded); called by the writer after its commit."""
@@ -114,7 +116,7 @@ def _check_concurrency(limits: list[Limits], tenant_id: str, tenant_open: int, k
             )
 
 
-async def _insert(conn: AsyncConnection, req: Opening, instance_id: str, ticket: Ticket) -> None:
+async def _insert(conn: AsyncConnection, req: Opening, instance_id: str, ticket: Ticket, started_at: datetime) -> None:
     await conn.execute(
         _OPEN,
         {
@@ -129,6 +131,6 @@ async def _insert(conn: AsyncConnection, req: Opening, instance_id: str, ticket:
             "stream": req.stream,
             "tokens": ticket.tokens,
             "micros": ticket.micros,
-            "started_at": req.started_at,
+            "started_at": started_at,
         },
     )

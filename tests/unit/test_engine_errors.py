@@ -37,7 +37,7 @@ def test_parse_event() -> None:
 def test_running_usage_is_read_and_stripped() -> None:
     import json
 
-    from gateway.proxy.service import _take_usage
+    from gateway.proxy.sse import take_usage as _take_usage
 
     chunk = (
         b'data: {"id":"x","choices":[{"index":0,"delta":{"content":"Hi"}}],'
@@ -51,3 +51,31 @@ def test_running_usage_is_read_and_stripped() -> None:
     tokens, stripped = _take_usage(nested, keep=False)
     assert tokens is not None and (tokens.prompt, tokens.completion) == (2, 3)
     assert "usage" not in json.loads(stripped[6:])
+
+
+def _chunk(index: int, prompt: int, completion: int) -> bytes:
+    return (
+        b'data: {"id":"x","choices":[{"index":%d,"delta":{"content":"a"}}],'
+        b'"usage":{"prompt_tokens":%d,"total_tokens":0,"completion_tokens":%d}}' % (index, prompt, completion)
+    )
+
+
+def test_running_usage_sums_the_choices_and_prompts() -> None:
+    from gateway.proxy.sse import RunningUsage, take_usage
+
+    def feed(running: RunningUsage, *chunks: bytes) -> tuple[int, int]:
+        for c in chunks:
+            tokens, _ = take_usage(c, keep=False)
+            assert tokens is not None
+            running.update(c, tokens)
+        return running.total.prompt, running.total.completion
+
+    # One choice: the engine's running usage is the whole.
+    assert feed(RunningUsage({"messages": []}), _chunk(0, 7, 1), _chunk(0, 7, 2)) == (7, 2)
+    # n=3: vLLM counts each choice on its own; one prompt.
+    assert feed(RunningUsage({"n": 3}), _chunk(0, 7, 1), _chunk(1, 7, 1), _chunk(2, 7, 1), _chunk(0, 7, 2)) == (7, 4)
+    # Two prompts × n=2 (completions): choice index = prompt × n + choice; each prompt counted once.
+    running = RunningUsage({"prompt": ["a", "bb"], "n": 2})
+    assert feed(running, _chunk(0, 3, 1), _chunk(1, 3, 1), _chunk(2, 5, 1), _chunk(3, 5, 2)) == (8, 5)
+    # A prompt of token ids is one prompt, not a batch.
+    assert feed(RunningUsage({"prompt": [1, 2, 3]}), _chunk(0, 3, 1), _chunk(0, 3, 2)) == (3, 2)
