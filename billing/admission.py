@@ -8,17 +8,16 @@ the tenant's other open requests hold. This module only reads the ledger and dec
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billing.errors import InsufficientQuota
 from billing.ledger import AccountDefaults, price_book
 from billing.money import MICROS_PER_MINOR
-from billing.rating import PriceVersion, choose_price
+from billing.rating import choose_price
 
 _STATE = sa.text(
     """
@@ -53,25 +52,8 @@ class Ticket:
 
 
 class Admission:
-    def __init__(self, db: AsyncEngine, defaults: AccountDefaults, price_cache_seconds: float = 5.0) -> None:
-        self._db = db
+    def __init__(self, defaults: AccountDefaults) -> None:
         self._defaults = defaults
-        self._ttl = price_cache_seconds
-        self._book: dict[str, list[PriceVersion]] = {}
-        self._book_at = float("-inf")
-
-    def forget_prices(self) -> None:
-        """Reload the price book on the next admission (called when this process changes a price;
-        other processes notice within price_cache_seconds)."""
-        self._book_at = float("-inf")
-
-    async def load_prices(self) -> None:
-        """Refresh the cached price book if it is stale. Call it before opening the admission transaction:
-        it takes a connection of its own, and a transaction waiting for a second connection can starve the pool."""
-        if time.monotonic() - self._book_at > self._ttl:
-            async with self._db.connect() as conn:
-                self._book = await price_book(conn)
-            self._book_at = time.monotonic()
 
     async def state(self, conn: AsyncConnection, tenant_id: str) -> AccountState:
         """The tenant's billing mode, credit and trial tokens as the ledger has them now."""
@@ -80,8 +62,9 @@ class Admission:
             return AccountState(self._defaults.mode, 0, self._defaults.trial_tokens)
         return AccountState(row.mode, int(row.credit), int(row.trial))
 
-    def decide(
+    async def decide(
         self,
+        conn: AsyncConnection,
         state: AccountState,
         adapter_id: str | None,
         base_model: str,
@@ -91,10 +74,12 @@ class Admission:
     ) -> Ticket:
         """This request's hold, or InsufficientQuota. `held_*` is what the tenant's other open requests hold;
         read it BEFORE `state` in the same transaction: a request settling in between is then counted twice
-        (held and charged), never zero times."""
+        (held and charged), never zero times. The price is read in the transaction too: a price set a moment
+        ago by another process applies at once."""
         if not state.prepaid:
             return Ticket()
-        price = choose_price(self._book, adapter_id, base_model, datetime.now(UTC))
+        book = await price_book(conn, {m for m in (adapter_id, base_model) if m})
+        price = choose_price(book, adapter_id, base_model, datetime.now(UTC))
         unit = max(price.prompt_per_million, price.completion_per_million)
         trial_free = max(state.trial_tokens - held_tokens, 0)
         credit_free = state.credit_micros - held_micros

@@ -23,7 +23,6 @@ class BillingSettings(BaseSettings):
         validation_alias=AliasChoices("BILLING_PERIOD"),
         description="Length of billing periods: month (ids like 2026-11) or day (2026-11-25).",
     )
-    price_cache_seconds: float = Field(default=5.0, validation_alias=AliasChoices("BILLING_PRICE_CACHE_SECONDS"))
     stripe_api_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("STRIPE_API_KEY"))
     stripe_api_base: str | None = Field(
         default=None,

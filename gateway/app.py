@@ -68,7 +68,7 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Any:
         engines.start()
         defaults = account_defaults(settings)
         writer = UsageWriter(db_engine, on_commit=lambda conn, rows: ledger.charge_usage(conn, rows, defaults))
-        admission = Admission(db_engine, defaults, settings.billing.price_cache_seconds)
+        admission = Admission(defaults)
         open_requests = OpenRequests(db_engine, admission, new_instance_id())
         writer.on_closed = open_requests.closed
         instance = Instance(db_engine, open_requests, writer, settings.server.instance_timeout_s)
@@ -87,7 +87,6 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Any:
             sessions=db.session_factory(db_engine),
             engines=engines,
             writer=writer,
-            admission=admission,
             proxy=ProxyService(
                 db_engine, engines, writer, open_requests, metrics, limiter, settings.server.checkpoint_interval_s
             ),
@@ -156,7 +155,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "db_engine": _from_state("db_engine"),
             "engines": _from_state("engines"),
             "proxy": _from_state("proxy"),
-            "admission": _from_state("admission"),
             "adapter_store": _from_state("adapter_store"),
             "settings": _from_state("settings"),
             "db_session": Provide(_provide_session),

@@ -9,7 +9,6 @@ from litestar import Controller, Request, get, post
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billing import invoices, ledger, prices, reports
-from billing.admission import Admission
 from gateway.accounts import reconcile
 from gateway.accounts.schemas import (
     ClosePeriod,
@@ -77,7 +76,7 @@ class AdminBillingController(Controller):
 
     @post("/prices", status_code=201)
     async def set_price(
-        self, request: Request[Any, Any, Any], data: PriceCreate, db_engine: AsyncEngine, admission: Admission
+        self, request: Request[Any, Any, Any], data: PriceCreate, db_engine: AsyncEngine
     ) -> dict[str, Any]:
         """A new price version for a base model or a deployment; never re-rates the past."""
         async with db_engine.begin() as conn:
@@ -89,7 +88,6 @@ class AdminBillingController(Controller):
                 data.currency,
                 data.effective_from,
             )
-        admission.forget_prices()
         await audit.record(db_engine, "admin", "price.set", data.model, _jsonable(price), client_ip(request))
         return price
 

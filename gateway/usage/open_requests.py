@@ -68,7 +68,6 @@ class OpenRequests:
         """Admit against concurrency limits and prepaid quota and commit the open row; raise RateLimited or
         InsufficientQuota (nothing written then). Returns when it was admitted: the request's start."""
         concurrent = [lim for lim in limits if lim.concurrent is not None]
-        await self._admission.load_prices()  # never while holding the transaction's connection
         if concurrent or req.tenant_id in self._serialized:
             # One waiter per tenant in this process holds a pooled connection, not one per request: a burst
             # from one tenant cannot take every connection while it queues for the tenant's database lock.
@@ -89,8 +88,8 @@ class OpenRequests:
                 held = (await conn.execute(_HELD, {"t": req.tenant_id, "k": req.api_key_id})).one()
                 _check_concurrency(concurrent, req.tenant_id, held.tenant_open, held.key_open)
                 state = await self._admission.state(conn, req.tenant_id)  # after `held`: see Admission.decide
-                ticket = self._admission.decide(
-                    state, req.adapter_id, req.base_model, worst_case, int(held.tokens), int(held.micros)
+                ticket = await self._admission.decide(
+                    conn, state, req.adapter_id, req.base_model, worst_case, int(held.tokens), int(held.micros)
                 )
             else:
                 ticket = Ticket()

@@ -1,7 +1,9 @@
-"""Two real engines behind one gateway: adapter affinity, bounded-load spill, an engine killed mid-traffic, rejoin."""
+"""Two real engines behind two gateway processes: adapter affinity (the same engine whichever gateway routes),
+bounded-load spill, an engine killed mid-traffic, rejoin."""
 
 from __future__ import annotations
 
+import itertools
 import secrets
 import threading
 import time
@@ -39,39 +41,45 @@ class Result:
 
 
 class Pool:
-    """The gateway under test, its admin API, and the two engines behind it."""
+    """The gateways under test (calls alternate between them), their admin APIs, and the two engines."""
 
-    def __init__(self, gw: GatewayProcess, admin_token: str, engines: list[LocalEngine]) -> None:
-        self.gw = gw
-        self.admin = httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {admin_token}"}, timeout=60)
+    def __init__(self, gws: list[GatewayProcess], admin_token: str, engines: list[LocalEngine]) -> None:
+        self.gws = gws
+        self.admins = [
+            httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {admin_token}"}, timeout=60) for gw in gws
+        ]
+        self.admin = self.admins[0]
         self.engines = engines
         self.results: list[Result] = []
         self._lock = threading.Lock()
+        self._turn = itertools.cycle(gws)
 
-    def engine_states(self) -> dict[str, dict[str, Any]]:
-        r = self.admin.get("/admin/engines")
+    def engine_states(self, admin: httpx.Client | None = None) -> dict[str, dict[str, Any]]:
+        r = (admin or self.admin).get("/admin/engines")
         assert r.status_code == 200, r.text
         return {e["url"]: e for e in r.json()["data"]}
 
     def wait_healthy(self, url: str, healthy: bool, timeout_s: float) -> dict[str, Any]:
+        """Wait until every gateway sees the engine so; the first gateway's view of it."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            state = self.engine_states()[url]
-            if state["healthy"] is healthy:
-                return state
+            states = [self.engine_states(a)[url] for a in self.admins]
+            if all(state["healthy"] is healthy for state in states):
+                return states[0]
             time.sleep(0.1)
         raise AssertionError(f"{url} not healthy={healthy} after {timeout_s}s: {self.engine_states()[url]}")
 
     def gateway_metric(self, family: str, **labels: str) -> dict[str, float]:
-        """A gateway counter or gauge by engine label."""
-        text = httpx.get(f"{self.gw.url}/metrics").text
+        """A gateway counter or gauge by engine label, summed over the gateways."""
         out: dict[str, float] = Counter()
-        for f in text_string_to_metric_families(text):
-            if f.name == family:
-                for s in f.samples:
-                    if s.name.endswith("_created") or any(s.labels.get(k) != v for k, v in labels.items()):
-                        continue
-                    out[s.labels.get("engine", "")] += s.value
+        for gw in self.gws:
+            text = httpx.get(f"{gw.url}/metrics").text
+            for f in text_string_to_metric_families(text):
+                if f.name == family:
+                    for s in f.samples:
+                        if s.name.endswith("_created") or any(s.labels.get(k) != v for k, v in labels.items()):
+                            continue
+                        out[s.labels.get("engine", "")] += s.value
         return dict(out)
 
     def routed(self) -> dict[str, float]:
@@ -94,9 +102,11 @@ class Pool:
     def ask(self, key: str, model: str, stream: bool = False, max_tokens: int = 3) -> Result:
         sent = time.monotonic()
         body = {"model": model, "messages": CHAT, "max_tokens": max_tokens, "stream": stream}
+        with self._lock:
+            gw = next(self._turn)
         try:
             with httpx.stream(
-                "POST", f"{self.gw.url}/v1/chat/completions", json=body, timeout=120,
+                "POST", f"{gw.url}/v1/chat/completions", json=body, timeout=120,
                 headers={"Authorization": f"Bearer {key}"},
             ) as r:  # fmt: skip
                 r.read()
@@ -125,16 +135,19 @@ def pool(
         "ENGINE_LOAD_FLOOR": "3",  # low, so that one burst shows the spill
     }
     ARTIFACTS.mkdir(exist_ok=True)
-    gw = GatewayProcess(env, ARTIFACTS / "gateway-pool.log")
-    gw.start(timeout_s=120)
-    p = Pool(gw, admin_token, [engine, second_engine])
+    gws = [GatewayProcess(env, ARTIFACTS / f"gateway-pool-{i}.log") for i in (1, 2)]
     try:
+        for gw in gws:
+            gw.start(timeout_s=120)
+        p = Pool(gws, admin_token, [engine, second_engine])
         for eng in p.engines:
             p.wait_healthy(eng.url, True, 60)
         yield p
+        for a in p.admins:
+            a.close()
     finally:
-        p.admin.close()
-        gw.stop()
+        for gw in gws:
+            gw.stop()
 
 
 def test_two_engines_affinity_spill_failover_and_rejoin(
@@ -181,8 +194,8 @@ def test_two_engines_affinity_spill_failover_and_rejoin(
     hot = "p0"
     other = next(u for u in urls if u != homes[hot])
     before = pool.routed()
-    with ThreadPoolExecutor(12) as ex:
-        assert all(r.status == 200 for r in ex.map(lambda _: pool.ask(key, hot, max_tokens=16), range(12)))
+    with ThreadPoolExecutor(24) as ex:  # split over the two gateways: each sees up to 12 at once
+        assert all(r.status == 200 for r in ex.map(lambda _: pool.ask(key, hot, max_tokens=256), range(24)))
     burst = delta(pool.routed(), before)
     assert burst.get(homes[hot], 0) >= burst.get(other, 0) > 0, burst
     assert names[hot] in pool.engine_states()[other]["adapters"]  # loaded there on demand
