@@ -22,6 +22,7 @@ from gateway import db
 from gateway.accounts.routes import AdminBillingController, TenantBillingController
 from gateway.accounts.webhooks import stripe_webhook
 from gateway.adapters import service as adapters
+from gateway.adapters.load_lock import load_lock
 from gateway.adapters.routes import AdapterController
 from gateway.adapters.storage import AdapterStore
 from gateway.admin.engine_routes import AdminEngineController
@@ -64,7 +65,9 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Any:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         db_engine = db.create_engine(settings.database)
         # The pool's health watch brings each engine up (its adapters loaded) before it takes traffic.
-        engines = EnginePool(settings.engine, metrics, lambda base: adapters.ready_on(db_engine, base))
+        engines = EnginePool(
+            settings.engine, metrics, lambda base: adapters.ready_on(db_engine, base), load_lock(db_engine)
+        )
         engines.start()
         defaults = account_defaults(settings)
         writer = UsageWriter(db_engine, on_commit=lambda conn, rows: ledger.charge_usage(conn, rows, defaults))

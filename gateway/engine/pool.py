@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from gateway.engine import routing
 from gateway.engine.client import EngineClient, EngineInfo, EngineModelMissing
@@ -60,16 +60,25 @@ class Member:
 
 
 STARTUP_GRACE_S = 15.0
+# Held around one adapter load on one engine; the app passes a lock shared by every gateway process.
+LoadGuard = Callable[[str, str], contextlib.AbstractAsyncContextManager[Any]]
 
 
 class EnginePool:
-    def __init__(self, settings: EngineSettings, metrics: Metrics, ready_adapters: ReadyAdapters) -> None:
+    def __init__(
+        self,
+        settings: EngineSettings,
+        metrics: Metrics,
+        ready_adapters: ReadyAdapters,
+        load_guard: LoadGuard | None = None,
+    ) -> None:
         urls = settings.pool_urls()
         if not urls:
             raise ValueError("ENGINE_URL or ENGINE_URLS must name at least one engine")
         self.settings = settings
         self.metrics = metrics
         self._ready_adapters = ready_adapters
+        self._load_guard: LoadGuard = load_guard or (lambda engine_url, adapter_id: contextlib.nullcontext())
         on_load = metrics.adapter_loads.labels
         self.members = [Member(EngineClient(settings, on_adapter_load=lambda r: on_load(r).inc(), url=u)) for u in urls]
         for m in self.members:
@@ -263,7 +272,8 @@ class EnginePool:
         async with lock:
             if adapter.id in m.resident:
                 return
-            await m.client.load_adapter(adapter.id, adapter.path)
+            async with self._load_guard(m.url, adapter.id):  # the other gateway processes wait, then find it there
+                await m.client.load_adapter(adapter.id, adapter.path)
             m.resident.add(adapter.id)
             self.metrics.engine_adapters.labels(m.url).set(len(m.resident))
 

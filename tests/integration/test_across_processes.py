@@ -1,17 +1,23 @@
 """Two gateway processes share one PostgreSQL: concurrency limits and prepaid credit hold across both, not per
-process (the open-request rows are the shared state)."""
+process (the open-request rows are the shared state), and they never both load the same adapter."""
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import json
+import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from devstack.engine import LocalEngine
 from tests.conftest import ARTIFACTS
 from tests.support.processes import GatewayProcess
 from tests.support.sql import Sql
@@ -81,3 +87,68 @@ def test_prepaid_credit_holds_across_two_processes(
     assert balance >= -worst_case, (balance, codes)
     assert sql.scalar("SELECT count(*) FROM usage_records WHERE tenant_id = $1", tenant) == codes.count(200)
     assert sql.scalar("SELECT count(*) FROM open_requests WHERE tenant_id = $1", tenant) == 0
+
+
+def loads(url: str) -> dict[str, float]:
+    """gateway_adapter_loads_total by result."""
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
+        if family.name == "gateway_adapter_loads":
+            for s in family.samples:
+                if s.name.endswith("_total"):
+                    out[s.labels["result"]] = out.get(s.labels["result"], 0) + s.value
+    return out
+
+
+def test_adapter_loads_wait_for_the_lock_every_process_shares(
+    gateway: GatewayProcess,
+    other_gateway: GatewayProcess,
+    engine: LocalEngine,
+    make_tenant: Any,
+    register_adapter: Any,
+    database_url: str,
+) -> None:
+    t = make_tenant()
+    deployment = register_adapter(t.id, "shared", 2)["id"]
+    body = {"model": "shared", "messages": CHAT, "max_tokens": 2}
+    for url in (gateway.url, other_gateway.url):  # both processes now believe the engine holds it
+        assert post(url, t.headers, body).status_code == 200
+    # The engine forgets it behind their backs.
+    r = httpx.post(f"{engine.url}/v1/unload_lora_adapter", json={"lora_name": deployment})
+    assert r.status_code == 200, r.text
+
+    # Someone else (here: the test, as a third process would) holds the load lock for it on that engine.
+    locked, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        async def run() -> None:
+            conn = await asyncpg.connect(database_url)
+            try:
+                await conn.execute("SELECT pg_advisory_lock(hashtextextended($1, 4417))", f"{engine.url}|{deployment}")
+                locked.set()
+                await asyncio.get_running_loop().run_in_executor(None, release.wait)
+            finally:
+                await conn.close()
+
+        asyncio.run(run())
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    try:
+        assert locked.wait(10)
+        before = [loads(u) for u in (gateway.url, other_gateway.url)]
+        urls = [gateway.url, other_gateway.url] * 2
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            pending = [pool.submit(post, u, t.headers, body) for u in urls]
+            time.sleep(3)
+            waiting = not any(f.done() for f in pending)  # both processes wait for the lock, neither loads
+            on_engine = {m["id"] for m in httpx.get(f"{engine.url}/v1/models").json()["data"]}
+            release.set()
+            assert waiting and deployment not in on_engine
+            assert [f.result(timeout=60).status_code for f in pending] == [200] * 4
+    finally:
+        release.set()
+        holder.join(10)
+    after = [loads(u) for u in (gateway.url, other_gateway.url)]
+    fresh = sum(a.get("loaded", 0) - b.get("loaded", 0) for a, b in zip(after, before, strict=True))
+    assert fresh == 1  # one process loaded it; the other found it there
