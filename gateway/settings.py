@@ -56,6 +56,13 @@ class EngineSettings(_Base):
         description="Comma-separated engine pool, e.g. http://a:8001,http://b:8002; wins over ENGINE_URL.",
     )
     health_interval_s: float = Field(default=2.0, validation_alias=AliasChoices("ENGINE_HEALTH_INTERVAL"))
+    health_timeout_s: float = Field(default=2.0, gt=0, validation_alias=AliasChoices("ENGINE_HEALTH_TIMEOUT"))
+    health_failures: int = Field(
+        default=3,
+        ge=1,
+        validation_alias=AliasChoices("ENGINE_HEALTH_FAILURES"),
+        description="Unanswered health checks in a row before an engine is taken out (refused: at once).",
+    )
     load_factor: float = Field(
         default=1.25,
         ge=1.0,

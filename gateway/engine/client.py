@@ -123,11 +123,18 @@ class EngineClient:
             return r.status, await r.read()
 
     async def healthy(self) -> bool:
+        return await self.health() == "ok"
+
+    async def health(self) -> str:
+        """ "ok"; "down" (refused, reset, or an error answer: the engine is gone or broken); or "slow" (no answer
+        in time: a busy engine on a busy host answers late, which alone does not make it dead)."""
         try:
-            status, _ = await self._request("GET", "/health", timeout_s=2.0)
+            status, _ = await self._request("GET", "/health", timeout_s=self.settings.health_timeout_s)
+        except EngineTimeout:
+            return "slow"
         except EngineError:
-            return False
-        return status == 200
+            return "down"
+        return "ok" if status == 200 else "down"
 
     async def discover(self) -> tuple[EngineInfo, frozenset[str]]:
         """Ask the engine which base model it serves, its context length, and the adapters it holds now."""

@@ -49,6 +49,7 @@ class Member:
     last_error: str | None = None
     since: float = field(default_factory=time.time)  # when `up` last changed
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    slow_checks: int = 0  # health checks in a row that got no answer in time
 
     @property
     def url(self) -> str:
@@ -104,9 +105,13 @@ class EnginePool:
 
     async def _watch(self, m: Member) -> None:
         while True:
-            if not await m.client.healthy():
+            verdict = await m.client.health()
+            m.slow_checks = m.slow_checks + 1 if verdict == "slow" else 0
+            if verdict == "down":
                 self.mark_down(m, "health check failed")
-            elif not m.up:
+            elif m.slow_checks >= self.settings.health_failures:
+                self.mark_down(m, f"no health answer {m.slow_checks} times in a row")
+            elif verdict == "ok" and not m.up:
                 try:
                     await self._bring_up(m)
                 except GatewayError as exc:  # the engine failed, or the database to list its adapters
@@ -185,11 +190,11 @@ class EnginePool:
     async def ready(self) -> bool:
         """At least one engine is up and answers its health check right now."""
         up = [m for m in self.members if m.up]
-        answers = await asyncio.gather(*(m.client.healthy() for m in up))
-        for m, ok in zip(up, answers, strict=True):
-            if not ok:
+        answers = await asyncio.gather(*(m.client.health() for m in up))
+        for m, verdict in zip(up, answers, strict=True):
+            if verdict == "down":
                 self.mark_down(m, "health check failed")
-        return any(answers)
+        return "ok" in answers
 
     # --- routing -------------------------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from devstack.engine import LocalEngine
 from devstack.postgres import EmbeddedPostgres
 from tests.support.processes import ROOT, GatewayProcess
 from tests.support.sql import Sql
-from tests.support.streams import Seen, engine_settled, engine_stats, run_stream, start_streams, stream_body
+from tests.support.streams import engine_settled, engine_stats, run_stream, start_streams, stream_body
 
 ARTIFACTS = ROOT / "test-artifacts"
 
@@ -45,22 +45,31 @@ def wait_for(check: Any, timeout_s: float, what: str) -> None:
 def test_upstream_is_cancelled_within_a_second_of_a_hang_up(
     gateway: Any, engine: LocalEngine, make_tenant: Any, sql: Sql
 ) -> None:
+    """16 choices × 1,000 tokens; the client hangs up at the first chunk. The engine's own token counter must
+    stop moving within a second, far short of 16,000."""
     t = make_tenant()
     before = engine_settled(engine.url)
-    seen = Seen()
-    # 8 choices of 1,000 tokens: long enough on an idle machine that the hang-up comes before the end.
-    run_stream(gateway.url, t.headers, stream_body(1000) | {"n": 8}, seen, stop_after=5)
+    body = stream_body(1000) | {"n": 16}
+    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", headers=t.headers, json=body, timeout=120) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line.startswith("data: ") and '"content"' in line:
+                break
     hung_up = time.monotonic()
-    assert seen.status == 200 and len(seen.marks) == 5
-    while engine_stats(engine.url)[1] > 0:
-        assert time.monotonic() - hung_up < 1.0, "the engine was still generating a second after the hang-up"
+    last, last_change = engine_stats(engine.url)[0], hung_up
+    while time.monotonic() - last_change < 2.0:  # watch until it has not moved for 2 s
         time.sleep(0.05)
-    print(f"engine idle {time.monotonic() - hung_up:.3f}s after the client hung up")
+        now = engine_stats(engine.url)[0]
+        if now != last:
+            last, last_change = now, time.monotonic()
+    produced = last - before
+    print(f"engine stopped {last_change - hung_up:.3f}s after the hang-up, having made {produced:.0f} tokens")
+    assert produced < 16_000  # cut short
+    assert last_change - hung_up < 1.0, "the engine was still generating a second after the hang-up"
     wait_for(lambda: len(usage_rows(sql, t.id)) == 1, 10, "the usage row")
     row = usage_rows(sql, t.id)[0]
-    assert row["status"] == "client_closed" and row["completion_tokens"] < 8000  # it really was cut short
-    produced = engine_settled(engine.url) - before
-    assert row["completion_tokens"] <= produced
+    assert row["status"] == "client_closed"
+    assert 0 < row["completion_tokens"] <= produced
 
 
 def test_clients_hanging_up_at_random_points(gateway: Any, engine: LocalEngine, make_tenant: Any, sql: Sql) -> None:
@@ -117,15 +126,15 @@ def _kill_and_settle(
     body = stream_body(900)
     seen, threads = start_streams(50, lambda i, s: run_stream(victim.url, t.headers, body, s))
     # All 50 admitted (their open rows committed); the engine runs as many as its batch holds, the rest queue there.
-    wait_for(lambda: all(s.status == 200 for s in seen) and sum(len(s.marks) >= 3 for s in seen) >= 25, 120, "flow")
+    wait_for(lambda: all(s.status == 200 for s in seen), 120, "all 50 admitted")
     assert victim.proc is not None
     victim.proc.kill()  # SIGKILL: no cleanup of any kind
     killed_at = time.monotonic()
     victim.proc.wait()
     for th in threads:
         th.join(30)
-    finished = [s for s in seen if s.done]
-    assert len(finished) < 25  # most streams were cut
+    cut = [s for s in seen if not s.done]
+    assert len(cut) >= 10, f"only {len(cut)} streams were still open at the kill"
 
     survivor = GatewayProcess(env, ARTIFACTS / "gateway-kill9-after.log")
     survivor.start()
@@ -186,17 +195,22 @@ def test_engine_killed_mid_stream(gateway: Any, engine: LocalEngine, make_tenant
     """The engine dies: each stream ends with an OpenAI-style error event and is billed exactly what it got."""
     t = make_tenant()
     body = stream_body(900)
-    seen, threads = start_streams(5, lambda i, s: run_stream(gateway.url, t.headers, body, s))
-    wait_for(lambda: all(len(s.marks) >= 3 for s in seen), 120, "all streams flowing")
+    seen, threads = start_streams(16, lambda i, s: run_stream(gateway.url, t.headers, body, s))
+    wait_for(lambda: all(len(s.marks) >= 3 or s.done for s in seen), 120, "all streams flowing")
     engine.kill()
     for th in threads:
         th.join(60)
     try:
-        wait_for(lambda: len(usage_rows(sql, t.id)) == 5, 20, "usage rows")
+        wait_for(lambda: len(usage_rows(sql, t.id)) == 16, 20, "usage rows")
         rows = {r["request_id"]: r for r in usage_rows(sql, t.id)}
+        cut = [s for s in seen if not s.done]
+        assert cut, "every stream had finished before the engine was killed"
         for s in seen:
-            assert s.error_event is not None and set(s.error_event) >= {"message", "type", "code"}
             row = rows[s.request_id]
+            if s.done:  # finished before the kill
+                assert (row["status"], row["completion_tokens"]) == ("ok", 900)
+                continue
+            assert s.error_event is not None and set(s.error_event) >= {"message", "type", "code"}
             assert row["status"] == "engine_error"
             assert (row["completion_tokens"], row["prompt_tokens"]) == s.last  # exactly what was relayed
         assert open_rows(sql, t.id) == 0
