@@ -119,6 +119,15 @@ def gateway(gateway_env: dict[str, str]) -> Iterator[GatewayProcess]:
     gw.stop()
 
 
+@pytest.fixture(scope="module")
+def second_gateway(gateway_env: dict[str, str]) -> Iterator[GatewayProcess]:
+    """Another gateway process on the same database and engine (for the tests of what holds across processes)."""
+    gw = GatewayProcess(gateway_env, ARTIFACTS / "gateway-second.log")
+    gw.start()
+    yield gw
+    gw.stop()
+
+
 @pytest.fixture(scope="session")
 def admin(gateway: GatewayProcess, admin_token: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=gateway.url, headers={"Authorization": f"Bearer {admin_token}"}, timeout=60) as c:

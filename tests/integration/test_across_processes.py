@@ -8,29 +8,18 @@ import concurrent.futures
 import json
 import threading
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 import httpx
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from devstack.engine import LocalEngine
-from tests.conftest import ARTIFACTS
 from tests.support.processes import GatewayProcess
 from tests.support.sql import Sql
 
 CHAT = [{"role": "user", "content": "Who are you?"}]
-
-
-@pytest.fixture(scope="module")
-def other_gateway(gateway_env: dict[str, str]) -> Iterator[GatewayProcess]:
-    gw = GatewayProcess(gateway_env, ARTIFACTS / "gateway-other.log")
-    gw.start()
-    yield gw
-    gw.stop()
 
 
 def post(url: str, headers: dict[str, str], body: dict[str, Any]) -> httpx.Response:
@@ -47,12 +36,12 @@ def peak_overlap(spans: list[dict[str, Any]]) -> int:
 
 
 def test_concurrency_limit_holds_across_two_processes(
-    gateway: GatewayProcess, other_gateway: GatewayProcess, admin: httpx.Client, make_tenant: Any, sql: Sql
+    gateway: GatewayProcess, second_gateway: GatewayProcess, admin: httpx.Client, make_tenant: Any, sql: Sql
 ) -> None:
     t = make_tenant()
     assert admin.patch(f"/admin/tenants/{t.id}", json={"max_concurrent_requests": 2}).status_code == 200
     body = {"model": "tiny-base", "messages": CHAT, "max_tokens": 300, "ignore_eos": True}
-    urls = [gateway.url, other_gateway.url] * 5
+    urls = [gateway.url, second_gateway.url] * 5
     with concurrent.futures.ThreadPoolExecutor(10) as pool:
         answers = list(pool.map(lambda u: post(u, t.headers, body), urls))
     codes = [a.status_code for a in answers]
@@ -64,7 +53,7 @@ def test_concurrency_limit_holds_across_two_processes(
 
 
 def test_prepaid_credit_holds_across_two_processes(
-    gateway: GatewayProcess, other_gateway: GatewayProcess, admin: httpx.Client, register_adapter: Any, sql: Sql
+    gateway: GatewayProcess, second_gateway: GatewayProcess, admin: httpx.Client, register_adapter: Any, sql: Sql
 ) -> None:
     r = admin.post("/admin/tenants", json={"name": f"credit-{datetime.now().timestamp()}",
                                             "billing_mode": "prepaid", "trial_tokens": 0})  # fmt: skip
@@ -78,7 +67,7 @@ def test_prepaid_credit_holds_across_two_processes(
     assert admin.post(f"/admin/tenants/{tenant}/credits", json={"amount": 300}).status_code == 201  # 300 tokens
     body = {"model": "metered", "messages": CHAT, "max_tokens": 8, "temperature": 0}
     worst_case = len(json.dumps(body)) + 8  # the gateway's bound: a token per prompt byte, plus max_tokens
-    urls = [gateway.url, other_gateway.url] * 16
+    urls = [gateway.url, second_gateway.url] * 16
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         codes = [a.status_code for a in pool.map(lambda u: post(u, headers, body), urls)]
     assert set(codes) == {200, 429}, codes
@@ -102,7 +91,7 @@ def loads(url: str) -> dict[str, float]:
 
 def test_adapter_loads_wait_for_the_lock_every_process_shares(
     gateway: GatewayProcess,
-    other_gateway: GatewayProcess,
+    second_gateway: GatewayProcess,
     engine: LocalEngine,
     make_tenant: Any,
     register_adapter: Any,
@@ -111,7 +100,7 @@ def test_adapter_loads_wait_for_the_lock_every_process_shares(
     t = make_tenant()
     deployment = register_adapter(t.id, "shared", 2)["id"]
     body = {"model": "shared", "messages": CHAT, "max_tokens": 2}
-    for url in (gateway.url, other_gateway.url):  # both processes now believe the engine holds it
+    for url in (gateway.url, second_gateway.url):  # both processes now believe the engine holds it
         assert post(url, t.headers, body).status_code == 200
     # The engine forgets it behind their backs.
     r = httpx.post(f"{engine.url}/v1/unload_lora_adapter", json={"lora_name": deployment})
@@ -136,8 +125,8 @@ def test_adapter_loads_wait_for_the_lock_every_process_shares(
     holder.start()
     try:
         assert locked.wait(10)
-        before = [loads(u) for u in (gateway.url, other_gateway.url)]
-        urls = [gateway.url, other_gateway.url] * 2
+        before = [loads(u) for u in (gateway.url, second_gateway.url)]
+        urls = [gateway.url, second_gateway.url] * 2
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             pending = [pool.submit(post, u, t.headers, body) for u in urls]
             time.sleep(3)
@@ -149,6 +138,6 @@ def test_adapter_loads_wait_for_the_lock_every_process_shares(
     finally:
         release.set()
         holder.join(10)
-    after = [loads(u) for u in (gateway.url, other_gateway.url)]
+    after = [loads(u) for u in (gateway.url, second_gateway.url)]
     fresh = sum(a.get("loaded", 0) - b.get("loaded", 0) for a, b in zip(after, before, strict=True))
     assert fresh == 1  # one process loaded it; the other found it there

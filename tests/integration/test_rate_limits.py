@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 
-from tests.conftest import ARTIFACTS
 from tests.support.processes import GatewayProcess
 
 CHAT = [{"role": "user", "content": "hi"}]
@@ -103,14 +100,6 @@ def test_bad_limit_values(admin: httpx.Client, make_tenant: Any) -> None:
     t = make_tenant()
     for bad in (0, -5, "ten", True):
         assert admin.patch(f"/admin/tenants/{t.id}", json={"rpm_limit": bad}).status_code == 400, bad
-
-
-@pytest.fixture(scope="module")
-def second_gateway(gateway_env: dict[str, str]) -> Iterator[GatewayProcess]:
-    gw = GatewayProcess(gateway_env, ARTIFACTS / "gateway-second.log")
-    gw.start()
-    yield gw
-    gw.stop()
 
 
 def test_limit_is_exact_across_two_gateway_processes(
