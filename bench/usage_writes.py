@@ -38,8 +38,8 @@ class CountingWriter(UsageWriter):
         super().__init__(*args, **kwargs)
         self.batches: list[int] = []
 
-    async def _write(self, batch: list[Any]) -> None:
-        await super()._write(batch)
+    async def _write(self, batch: list[Any], marks: dict[str, Any]) -> None:
+        await super()._write(batch, marks)
         self.batches.append(len(batch))
 
 

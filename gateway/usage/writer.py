@@ -41,8 +41,9 @@ _CHECKPOINT = sa.text(
 # and its charge are committed together or not at all.
 OnCommit = Callable[[AsyncConnection, list[dict[str, Any]]], Awaitable[None]]
 
-# Queue items: (kind, payload, future or None). Kinds: "usage" (a row), "discard" (a request id),
-# "checkpoint" ((request id, prompt, completion); nobody waits for it).
+# Queue items: (kind, payload, future or None). Kinds: "usage" (a row), "discard" (a request id), "wake"
+# (checkpoints are waiting; they are kept apart, the latest per stream, so a flood of chunks never queues up
+# ahead of the usage rows that clients wait for).
 _Item = tuple[str, Any, "asyncio.Future[None] | None"]
 
 
@@ -59,6 +60,7 @@ class UsageWriter:
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.on_closed: Callable[[str], None] = lambda request_id: None
+        self._marks: dict[str, tuple[str, int, int]] = {}  # request id → its latest running usage
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="usage-writer")
@@ -82,8 +84,11 @@ class UsageWriter:
         await self._submit("discard", request_id)
 
     def checkpoint(self, request_id: str, prompt_tokens: int, completion_tokens: int) -> None:
-        """Record an open stream's running usage with the next commit; nobody waits for it."""
-        self._queue.put_nowait(("checkpoint", (request_id, prompt_tokens, completion_tokens), None))
+        """Record an open stream's running usage with the next commit (only the latest one per stream is
+        kept); nobody waits for it."""
+        if not self._marks:
+            self._queue.put_nowait(("wake", None, None))
+        self._marks[request_id] = (request_id, prompt_tokens, completion_tokens)
 
     async def _submit(self, kind: str, payload: Any) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -95,8 +100,9 @@ class UsageWriter:
             batch = [await self._queue.get()]
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            marks, self._marks = self._marks, {}
             try:
-                await self._write_patiently(batch)
+                await self._write_patiently(batch, marks)
             except Exception as exc:
                 error: BaseException = DatabaseUnavailable() if is_unavailable(exc) else exc
                 if not is_unavailable(exc):
@@ -106,7 +112,7 @@ class UsageWriter:
                         fut.set_exception(error)
             else:
                 for kind, payload, fut in batch:
-                    if kind != "checkpoint":
+                    if kind != "wake":
                         self.on_closed(payload["request_id"] if kind == "usage" else payload)
                     if fut is not None and not fut.done():
                         fut.set_result(None)
@@ -114,14 +120,14 @@ class UsageWriter:
                 for _ in batch:
                     self._queue.task_done()
 
-    async def _write_patiently(self, batch: list[_Item]) -> None:
+    async def _write_patiently(self, batch: list[_Item], marks: dict[str, tuple[str, int, int]]) -> None:
         """Served tokens must not be lost to a database blip: retry an unreachable database for a while
         (the clients wait), then give up with DatabaseUnavailable. Retrying is safe: request_id is unique."""
         deadline = time.monotonic() + self._retry_for_s
         delay = 0.1
         while True:
             try:
-                await self._write(batch)
+                await self._write(batch, marks)
                 return
             except Exception as exc:
                 if not is_unavailable(exc) or time.monotonic() + delay > deadline:
@@ -130,14 +136,14 @@ class UsageWriter:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    async def _write(self, batch: list[_Item]) -> None:
+    async def _write(self, batch: list[_Item], marks: dict[str, tuple[str, int, int]]) -> None:
         # One row per request even if a caller submitted twice (a cancelled wait, then a retry).
         rows = list({p["request_id"]: p for kind, p, _ in reversed(batch) if kind == "usage"}.values())
         closing = [r["request_id"] for r in rows] + [p for kind, p, _ in batch if kind == "discard"]
-        # The latest checkpoint per request; one for a request closed in this batch is moot.
-        marks = {p[0]: p for kind, p, _ in batch if kind == "checkpoint"}
-        for request_id in closing:
-            marks.pop(request_id, None)
+        # A checkpoint of a request closed in this batch is moot.
+        if closing:
+            closed = set(closing)
+            marks = {k: v for k, v in marks.items() if k not in closed}
         async with self._engine.begin() as conn:
             if rows:
                 await self.insert_usage(conn, rows)

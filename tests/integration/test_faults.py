@@ -10,7 +10,6 @@ gives, and print the measured gap.
 from __future__ import annotations
 
 import random
-import threading
 import time
 from typing import Any
 
@@ -45,11 +44,11 @@ def wait_for(check: Any, timeout_s: float, what: str) -> None:
 def test_upstream_is_cancelled_within_a_second_of_a_hang_up(
     gateway: Any, engine: LocalEngine, make_tenant: Any, sql: Sql
 ) -> None:
-    """16 choices × 1,000 tokens; the client hangs up at the first chunk. The engine's own token counter must
-    stop moving within a second, far short of 16,000."""
+    """64 choices × 1,000 tokens; the client hangs up at the first chunk. The engine's own token counter must
+    stop moving within a second, far short of 64,000."""
     t = make_tenant()
     before = engine_settled(engine.url)
-    body = stream_body(1000) | {"n": 16}
+    body = stream_body(1000) | {"n": 64}
     with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", headers=t.headers, json=body, timeout=120) as r:
         assert r.status_code == 200
         for line in r.iter_lines():
@@ -64,7 +63,7 @@ def test_upstream_is_cancelled_within_a_second_of_a_hang_up(
             last, last_change = now, time.monotonic()
     produced = last - before
     print(f"engine stopped {last_change - hung_up:.3f}s after the hang-up, having made {produced:.0f} tokens")
-    assert produced < 16_000  # cut short
+    assert produced < 64_000  # cut short
     assert last_change - hung_up < 1.0, "the engine was still generating a second after the hang-up"
     wait_for(lambda: len(usage_rows(sql, t.id)) == 1, 10, "the usage row")
     row = usage_rows(sql, t.id)[0]
@@ -194,13 +193,15 @@ def test_postgres_restart_under_load_loses_nothing(
 def test_engine_killed_mid_stream(gateway: Any, engine: LocalEngine, make_tenant: Any, sql: Sql) -> None:
     """The engine dies: each stream ends with an OpenAI-style error event and is billed exactly what it got."""
     t = make_tenant()
+    before = engine_settled(engine.url)
     body = stream_body(900)
     seen, threads = start_streams(16, lambda i, s: run_stream(gateway.url, t.headers, body, s))
-    wait_for(lambda: all(len(s.marks) >= 3 or s.done for s in seen), 120, "all streams flowing")
+    # Killed early in the generation, by the engine's own count (clients may lag behind the engine).
+    wait_for(lambda: engine_stats(engine.url)[0] - before >= 400, 120, "the engine generating")
     engine.kill()
-    for th in threads:
-        th.join(60)
     try:
+        for th in threads:
+            th.join(60)
         wait_for(lambda: len(usage_rows(sql, t.id)) == 16, 20, "usage rows")
         rows = {r["request_id"]: r for r in usage_rows(sql, t.id)}
         cut = [s for s in seen if not s.done]
@@ -217,17 +218,10 @@ def test_engine_killed_mid_stream(gateway: Any, engine: LocalEngine, make_tenant
     finally:
         engine.start()
         engine.wait_ready(progress=False)
-    # and the gateway serves again once the engine is back
-    ok = threading.Event()
+        # the gateway serves again once the engine is back (the next tests need it)
+        wait_for(lambda: serves(gateway.url, t.headers), 60, "the gateway to serve again")
 
-    def ask() -> None:
-        r = httpx.post(
-            f"{gateway.url}/v1/chat/completions",
-            headers=t.headers,
-            json={"model": "tiny-base", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3},
-            timeout=60,
-        )
-        if r.status_code == 200:
-            ok.set()
 
-    wait_for(lambda: ask() or ok.is_set(), 30, "the gateway to serve again")
+def serves(url: str, headers: dict[str, str]) -> bool:
+    body = {"model": "tiny-base", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+    return httpx.post(f"{url}/v1/chat/completions", headers=headers, json=body, timeout=60).status_code == 200
