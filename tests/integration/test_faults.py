@@ -67,8 +67,9 @@ def test_upstream_is_cancelled_within_a_second_of_a_hang_up(
     assert last_change - hung_up < 1.0, "the engine was still generating a second after the hang-up"
     wait_for(lambda: len(usage_rows(sql, t.id)) == 1, 10, "the usage row")
     row = usage_rows(sql, t.id)[0]
+    # What was relayed before the hang-up (vLLM's first chunk, the role, carries no token yet), within what was made.
     assert row["status"] == "client_closed"
-    assert 0 < row["completion_tokens"] <= produced
+    assert 0 <= row["completion_tokens"] <= produced
 
 
 def test_clients_hanging_up_at_random_points(gateway: Any, engine: LocalEngine, make_tenant: Any, sql: Sql) -> None:
@@ -202,11 +203,15 @@ def test_engine_killed_mid_stream(gateway: Any, engine: LocalEngine, make_tenant
     try:
         for th in threads:
             th.join(60)
-        wait_for(lambda: len(usage_rows(sql, t.id)) == 16, 20, "usage rows")
+        # A request that had not reached the engine yet got 503 and leaves no row; every other one leaves one.
+        admitted = [s for s in seen if s.status == 200]
+        assert all(s.status in (200, 503) for s in seen), [s.status for s in seen]
+        wait_for(lambda: len(usage_rows(sql, t.id)) == len(admitted) and open_rows(sql, t.id) == 0, 20, "rows")
         rows = {r["request_id"]: r for r in usage_rows(sql, t.id)}
-        cut = [s for s in seen if not s.done]
+        assert set(rows) == {s.request_id for s in admitted}
+        cut = [s for s in admitted if not s.done]
         assert cut, "every stream had finished before the engine was killed"
-        for s in seen:
+        for s in admitted:
             row = rows[s.request_id]
             if s.done:  # finished before the kill
                 assert (row["status"], row["completion_tokens"]) == ("ok", 900)
