@@ -74,6 +74,7 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Any:
         admission = Admission(defaults)
         open_requests = OpenRequests(db_engine, admission, new_instance_id())
         writer.on_closed = open_requests.closed
+        open_requests.on_abandoned = writer.discard_later
         instance = Instance(db_engine, open_requests, writer, settings.server.instance_timeout_s)
         await instance.register()  # before any request is admitted: our open rows are never taken for orphans
         limiter = RateLimiter(db_engine)

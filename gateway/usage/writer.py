@@ -81,6 +81,10 @@ class UsageWriter:
         """Close an open request that is not metered (it never reached the engine)."""
         await self._submit("discard", request_id)
 
+    def discard_later(self, request_id: str) -> None:
+        """`discard` without waiting for the commit (the caller is gone)."""
+        self._queue.put_nowait(("discard", request_id, None))
+
     def checkpoint(self, request_id: str, prompt_tokens: int, completion_tokens: int) -> None:
         """Record an open stream's running usage with the next commit; nobody waits for it."""
         self._queue.put_nowait(("checkpoint", (request_id, prompt_tokens, completion_tokens), None))
