@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway import ids
 from gateway.adapters import service as adapters
-from gateway.adapters.service import Target
+from gateway.adapters.service import Target, TargetCache
 from gateway.auth.service import Caller
 from gateway.db import guarded
 from gateway.engine.pool import EnginePool
@@ -78,7 +78,9 @@ class ProxyService:
         metrics: Metrics,
         limiter: RateLimiter,
         checkpoint_interval_s: float = 1.0,
+        targets: TargetCache | None = None,
     ) -> None:
+        self.targets = targets
         self.limiter = limiter
         self.db = db
         self.engines = engines
@@ -90,7 +92,7 @@ class ProxyService:
     async def prepare(self, caller: Caller, endpoint: str, body: dict[str, Any], model: str, body_bytes: int) -> Call:
         """Resolve `model` within the caller's tenant, admit it against its limits and quota (committing its
         open row), build the engine's body."""
-        target = await adapters.resolve(self.db, await self.engines.bases(), caller.tenant_id, model)
+        target = await adapters.resolve(self.db, await self.engines.bases(), caller.tenant_id, model, self.targets)
         info = await self.engines.info(target.base_model)
         worst_case = _worst_case_tokens(body, body_bytes, info.max_model_len)
         stream = bool(body.get("stream"))
