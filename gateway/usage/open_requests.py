@@ -101,6 +101,10 @@ class _Pending:
     abandoned: bool = False
 
 
+class _Relock(Exception):
+    """A tenant turned out to need its lock after others were taken: the transaction starts again."""
+
+
 @dataclass(slots=True)
 class _Held:
     """What a tenant's open requests hold, updated as a batch admits more of them."""
@@ -120,6 +124,7 @@ class OpenRequests:
         self.live: set[str] = set()  # this process's open request ids (the rest of its rows are strays)
         self._pending: list[_Pending] = []
         self._draining: asyncio.Task[None] | None = None
+        self._postpaid: set[str] = set()  # tenants last seen postpaid: not locked unless they have a limit
         # An admission committed for a caller that stopped waiting (client gone): close its row.
         self.on_abandoned: Callable[[str], None] = lambda request_id: None
 
@@ -173,14 +178,27 @@ class OpenRequests:
         request's future gets its error; an admitted one's `ticket` is set (its future once committed)."""
         tenants = sorted({p.req.tenant_id for p in batch})
         limited = {p.req.tenant_id for p in batch if p.concurrent}
+        while True:
+            try:
+                await self._try_transaction(batch, tenants, limited)
+                return
+            except _Relock:
+                continue
+
+    async def _try_transaction(self, batch: list[_Pending], tenants: list[str], limited: set[str]) -> None:
         async with self._db.begin() as conn:
-            states = await self._admission.states(conn, tenants)
-            locked = [t for t in tenants if states[t].prepaid or t in limited]
-            held: dict[str, _Held] = {}
-            if locked:
-                await conn.execute(_LOCK, {"ts": locked})
-                held = await _held(conn, locked)
-                states.update(await self._admission.states(conn, locked))  # after `held`: see Admission.decide
+            # Every tenant that may need its lock is locked first, in sorted order (batches of several
+            # processes never wait for each other in a cycle); only tenants last seen postpaid and without
+            # a concurrency limit are not.
+            held = await _lock_and_count(conn, [t for t in tenants if t in limited or t not in self._postpaid])
+            states = await self._admission.states(conn, tenants)  # after `held`: see Admission.decide
+            late = {t for t in tenants if t not in held and states[t].prepaid}
+            if late:  # turned prepaid since we last saw them: again (rolled back), locking them too, in order
+                self._postpaid -= late
+                raise _Relock
+            self._postpaid |= {t for t in tenants if not states[t].prepaid}
+            self._postpaid -= {t for t in tenants if states[t].prepaid}
+            counted = {t: held[t] for t in tenants if t in limited or states[t].prepaid}
             # The prices of the batch's prepaid requests, read in this transaction: a price set a moment ago by
             # another process applies at once.
             book = await self._admission.prices(
@@ -193,7 +211,9 @@ class OpenRequests:
                     if m
                 },
             )
-            admitted = [p for p in batch if self._decide(p, states[p.req.tenant_id], held.get(p.req.tenant_id), book)]
+            admitted = [
+                p for p in batch if self._decide(p, states[p.req.tenant_id], counted.get(p.req.tenant_id), book)
+            ]
             # After the counts were read: a request admitted in a freed slot starts after the one that left.
             started_at = utcnow()
             for p in admitted:
@@ -263,7 +283,11 @@ class OpenRequests:
         self.live.discard(request_id)
 
 
-async def _held(conn: AsyncConnection, tenants: list[str]) -> dict[str, _Held]:
+async def _lock_and_count(conn: AsyncConnection, tenants: list[str]) -> dict[str, _Held]:
+    """Take the tenants' admission locks, then count what their open requests hold."""
+    if not tenants:
+        return {}
+    await conn.execute(_LOCK, {"ts": tenants})
     held = {t: _Held(key_open={}) for t in tenants}
     for row in await conn.execute(_HELD, {"ts": tenants}):
         h = held[row.tenant_id]
