@@ -165,33 +165,42 @@ class ProxyService:
         await relay.events.aclose()
         await self._close(relay)
 
-    async def _relay(self, relay: Relay, events: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:
+    async def _relay(self, relay: Relay, events: AsyncIterator[list[bytes]]) -> AsyncGenerator[bytes, None]:
         call = relay.call
         rename = renamer(call.target.engine_model, call.client_model)
         first = True
         next_mark = 0.0  # the first running usage is saved at once: from then on the prompt is never lost
         try:
-            async for event in events:
-                if first and b'"content"' in event:
-                    first = False
-                    self.metrics.ttft.labels(call.endpoint, call.kind).observe(time.perf_counter() - call.clock)
-                if event == DONE:
-                    relay.status = "ok"
-                elif b'"usage"' in event:
-                    final = b'"choices":[]' in event
-                    tokens, event = take_usage(event, keep=final or call.wants_running_usage)
-                    if tokens is not None and final:
-                        self.metrics.upstream.labels(call.endpoint, call.kind).observe(time.perf_counter() - call.clock)
-                        # Committed before the client sees the end of the stream.
-                        await self._record(call, tokens, "ok", 200)
-                        if not call.wants_usage:
-                            continue
-                    elif tokens is not None:
-                        total = relay.running.update(event, tokens)
-                        if (now := time.monotonic()) >= next_mark:
-                            next_mark = now + self.checkpoint_interval_s
-                            self.writer.checkpoint(call.request_id, total.prompt, total.completion)
-                yield rename(event) + b"\n\n"
+            async for batch in events:
+                out = []
+                for event in batch:
+                    if first and b'"content"' in event:
+                        first = False
+                        self.metrics.ttft.labels(call.endpoint, call.kind).observe(time.perf_counter() - call.clock)
+                    if event == DONE:
+                        relay.status = "ok"
+                    elif b'"usage"' in event:
+                        final = b'"choices":[]' in event
+                        tokens, event = take_usage(event, keep=final or call.wants_running_usage)
+                        if tokens is not None and final:
+                            self.metrics.upstream.labels(call.endpoint, call.kind).observe(
+                                time.perf_counter() - call.clock
+                            )
+                            # Committed before the client sees the end of the stream (the write below).
+                            await self._record(call, tokens, "ok", 200)
+                            if not call.wants_usage:
+                                continue
+                        elif tokens is not None:
+                            # Every event of this read goes to the client in the write below: the running usage
+                            # billed on a hang-up is the engine's as of the last chunk handed to the client.
+                            total = relay.running.update(event, tokens)
+                            if (now := time.monotonic()) >= next_mark:
+                                next_mark = now + self.checkpoint_interval_s
+                                self.writer.checkpoint(call.request_id, total.prompt, total.completion)
+                    out.append(rename(event))
+                    out.append(b"\n\n")
+                if out:
+                    yield b"".join(out)  # one write for what one read from the engine brought
             if not call.metered:
                 relay.status = "engine_error"
         except EngineError as exc:
