@@ -17,17 +17,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from billing.errors import InsufficientQuota
 from billing.ledger import AccountDefaults, price_book
 from billing.money import MICROS_PER_MINOR
-from billing.rating import choose_price
+from billing.rating import PriceVersion, choose_price
 
-_STATE = sa.text(
+_STATES = sa.text(
     """
-    SELECT a.mode, coalesce(l.balance_after_micros, 0) AS credit, coalesce(l.trial_after, 0) AS trial
+    SELECT a.tenant_id, a.mode, coalesce(l.balance_after_micros, 0) AS credit, coalesce(l.trial_after, 0) AS trial
     FROM billing_accounts a
     LEFT JOIN LATERAL (
         SELECT balance_after_micros, trial_after FROM ledger_entries
         WHERE tenant_id = a.tenant_id ORDER BY id DESC LIMIT 1
     ) l ON true
-    WHERE a.tenant_id = :t
+    WHERE a.tenant_id = ANY(CAST(:ts AS text[]))
     """
 )
 
@@ -57,10 +57,21 @@ class Admission:
 
     async def state(self, conn: AsyncConnection, tenant_id: str) -> AccountState:
         """The tenant's billing mode, credit and trial tokens as the ledger has them now."""
-        row = (await conn.execute(_STATE, {"t": tenant_id})).first()
-        if row is None:
-            return AccountState(self._defaults.mode, 0, self._defaults.trial_tokens)
-        return AccountState(row.mode, int(row.credit), int(row.trial))
+        return (await self.states(conn, [tenant_id]))[tenant_id]
+
+    async def states(self, conn: AsyncConnection, tenant_ids: list[str]) -> dict[str, AccountState]:
+        """`state` of several tenants in one query."""
+        found = {
+            row.tenant_id: AccountState(row.mode, int(row.credit), int(row.trial))
+            for row in await conn.execute(_STATES, {"ts": tenant_ids})
+        }
+        default = AccountState(self._defaults.mode, 0, self._defaults.trial_tokens)
+        return {t: found.get(t, default) for t in tenant_ids}
+
+    async def prices(self, conn: AsyncConnection, models: set[str]) -> dict[str, list[PriceVersion]]:
+        """The price book of `models`, read in `conn`'s transaction: a price set a moment ago by another
+        process applies at once. An admission batch reads it once for all its prepaid requests."""
+        return await price_book(conn, models) if models else {}
 
     async def decide(
         self,
@@ -78,7 +89,22 @@ class Admission:
         ago by another process applies at once."""
         if not state.prepaid:
             return Ticket()
-        book = await price_book(conn, {m for m in (adapter_id, base_model) if m})
+        book = await self.prices(conn, {m for m in (adapter_id, base_model) if m})
+        return self.decide_priced(book, state, adapter_id, base_model, max_tokens, held_tokens, held_micros)
+
+    def decide_priced(
+        self,
+        book: dict[str, list[PriceVersion]],
+        state: AccountState,
+        adapter_id: str | None,
+        base_model: str,
+        max_tokens: int,
+        held_tokens: int,
+        held_micros: int,
+    ) -> Ticket:
+        """`decide` with the price book already read (by `prices`, in the same transaction)."""
+        if not state.prepaid:
+            return Ticket()
         price = choose_price(book, adapter_id, base_model, datetime.now(UTC))
         unit = max(price.prompt_per_million, price.completion_per_million)
         trial_free = max(state.trial_tokens - held_tokens, 0)

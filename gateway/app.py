@@ -8,7 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from litestar import Litestar, Request
+from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
@@ -24,11 +24,14 @@ from gateway.accounts.webhooks import stripe_webhook
 from gateway.adapters import service as adapters
 from gateway.adapters.load_lock import load_lock
 from gateway.adapters.routes import AdapterController
+from gateway.adapters.service import TargetCache
 from gateway.adapters.storage import AdapterStore
 from gateway.admin.engine_routes import AdminEngineController
 from gateway.admin.routes import AdminController
 from gateway.admin.usage_routes import AdminUsageController
-from gateway.auth.service import Caller, authenticate
+from gateway.auth.dependencies import provide_caller
+from gateway.auth.service import KeyCache
+from gateway.cache import Invalidations
 from gateway.dashboard.routes import dashboard_routes, template_config
 from gateway.engine.pool import EnginePool
 from gateway.errors import EXCEPTION_HANDLERS, DatabaseUnavailable
@@ -74,9 +77,13 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Any:
         admission = Admission(defaults)
         open_requests = OpenRequests(db_engine, admission, new_instance_id())
         writer.on_closed = open_requests.closed
+        open_requests.on_abandoned = writer.discard_later
         instance = Instance(db_engine, open_requests, writer, settings.server.instance_timeout_s)
         await instance.register()  # before any request is admitted: our open rows are never taken for orphans
         limiter = RateLimiter(db_engine)
+        channel = Invalidations(settings.database.plain_url())
+        listener = asyncio.create_task(channel.run(), name="cache-invalidations")
+        ttl = settings.server.cache_ttl_s
         writer.start()
         heartbeat = asyncio.create_task(instance.run(), name="instance-heartbeat")
         prune = asyncio.create_task(_prune_rate_counters(limiter), name="rate-counter-prune")
@@ -90,8 +97,16 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Any:
             sessions=db.session_factory(db_engine),
             engines=engines,
             writer=writer,
+            key_cache=KeyCache(channel, ttl),
             proxy=ProxyService(
-                db_engine, engines, writer, open_requests, metrics, limiter, settings.server.checkpoint_interval_s
+                db_engine,
+                engines,
+                writer,
+                open_requests,
+                metrics,
+                limiter,
+                settings.server.checkpoint_interval_s,
+                TargetCache(channel, ttl),
             ),
             adapter_store=AdapterStore(settings.storage.data_dir / "adapters"),
         )
@@ -99,6 +114,7 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Any:
             yield
         finally:
             prune.cancel()
+            listener.cancel()
             if stripe_worker is not None:
                 stripe_worker.cancel()
             await writer.stop()
@@ -118,10 +134,6 @@ async def _provide_session(state: State) -> AsyncIterator[AsyncSession]:
     # Connection failures inside the handler reach the error table (database errors → 503 there).
     async with state.sessions() as session:
         yield session
-
-
-async def _provide_caller(request: Request[Any, Any, Any], state: State) -> Caller:
-    return await authenticate(state.db_engine, request.headers.get("authorization"))
 
 
 def _from_state(name: str) -> Provide:
@@ -161,7 +173,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "adapter_store": _from_state("adapter_store"),
             "settings": _from_state("settings"),
             "db_session": Provide(_provide_session),
-            "caller": Provide(_provide_caller),
+            "caller": provide_caller,
         },
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.server.max_body_bytes,

@@ -32,6 +32,10 @@ class DatabaseSettings(_Base):
             raise ValueError("DATABASE_URL is not set")
         return to_asyncpg_url(self.url)
 
+    def plain_url(self) -> str:
+        """The URL as asyncpg itself takes it (postgresql://…)."""
+        return "postgresql://" + self.async_url()[len("postgresql+asyncpg://") :]
+
 
 class EngineSettings(_Base):
     """The vLLM OpenAI-compatible servers behind the gateway (one, or a pool)."""
@@ -118,6 +122,12 @@ class ServerSettings(_Base):
             "stream), which bills a killed stream to within one commit of what it was sent, at the price of "
             "one row update per stream per commit."
         ),
+    )
+    cache_ttl_s: float = Field(
+        default=5.0,
+        ge=0,
+        validation_alias=AliasChoices("GATEWAY_CACHE_TTL"),
+        description="Seconds a key or adapter lookup is cached in a process (changes drop it at once; 0: off).",
     )
 
 

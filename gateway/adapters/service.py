@@ -17,6 +17,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from gateway import ids
 from gateway.adapters.models import Adapter, AdapterStatus
 from gateway.adapters.storage import AdapterStore
+from gateway.cache import Invalidations, TtlCache
 from gateway.db import guarded
 from gateway.engine.client import EngineInfo
 from gateway.engine.pool import AdapterRef, EnginePool
@@ -60,15 +61,40 @@ def model_not_found(model: str) -> NotFound:
     )
 
 
-async def resolve(db: AsyncEngine, bases: Collection[str], tenant_id: str, model: str) -> Target:
+class TargetCache:
+    """Resolved adapters by (tenant, model). Any change to a tenant's adapters drops that tenant's entries in
+    every process (gateway/cache.py); the open-request insert checks the adapter again at admission."""
+
+    def __init__(self, channel: Invalidations, ttl_s: float) -> None:
+        self.entries: TtlCache[tuple[str, Target]] = TtlCache(channel, ttl_s)
+        channel.subscribe(self._drop)
+
+    def _drop(self, kind: str, ident: str) -> None:
+        if kind in ("adapter", "tenant"):
+            self.entries.drop(lambda e: e[0] != ident)
+        elif kind == "*":
+            self.entries.drop()
+
+
+async def resolve(
+    db: AsyncEngine, bases: Collection[str], tenant_id: str, model: str, cache: TargetCache | None = None
+) -> Target:
     """A base model the engines serve, or one of this tenant's ready adapters by name or deployment id."""
     if model in bases:
         return Target(engine_model=model, base_model=model)
+    if cache is not None:
+        hit = cache.entries.get((tenant_id, model))
+        if hit is not None:
+            return hit[1]
+        generation = cache.entries.token()
     async with guarded(), db.connect() as conn:
         row = (await conn.execute(_RESOLVE, {"t": tenant_id, "m": model})).first()
     if row is None:
         raise model_not_found(model)
-    return Target(engine_model=row.id, base_model=row.base_model, adapter_id=row.id, adapter_path=row.path)
+    target = Target(engine_model=row.id, base_model=row.base_model, adapter_id=row.id, adapter_path=row.path)
+    if cache is not None:
+        cache.entries.put((tenant_id, model), (tenant_id, target), generation)
+    return target
 
 
 async def list_ready(session: AsyncSession, tenant_id: str) -> list[Adapter]:

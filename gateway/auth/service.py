@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -13,6 +14,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from gateway import ids
 from gateway.auth.keys import KEY_PREFIX, display_prefix, generate_key, hash_key
 from gateway.auth.models import ApiKey, Tenant
+from gateway.cache import Invalidations, TtlCache
 from gateway.db import guarded
 from gateway.errors import AuthenticationFailed, Conflict, InvalidRequest, NotFound, PermissionDenied
 from gateway.limits.service import Limits
@@ -50,7 +52,25 @@ class Caller:
 _BAD_KEY = "Incorrect API key provided. You can find your API key in your account settings."
 
 
-async def authenticate(db: AsyncEngine, authorization: str | None) -> Caller:
+class KeyCache:
+    """Live keys by hash, with the key's expiry as a Unix time (None: never). Only keys that authenticated are
+    kept; a revoked key, a suspended tenant or a limit change drops them in every process (gateway/cache.py),
+    and the open-request insert checks the key again in the admission transaction."""
+
+    def __init__(self, channel: Invalidations, ttl_s: float) -> None:
+        self.entries: TtlCache[tuple[Caller, float | None]] = TtlCache(channel, ttl_s)
+        channel.subscribe(self._drop)
+
+    def _drop(self, kind: str, ident: str) -> None:
+        if kind == "key":
+            self.entries.drop(lambda e: e[0].key_id != ident)
+        elif kind == "tenant":
+            self.entries.drop(lambda e: e[0].tenant_id != ident)
+        elif kind == "*":
+            self.entries.drop()
+
+
+async def authenticate(db: AsyncEngine, authorization: str | None, cache: KeyCache | None = None) -> Caller:
     """Resolve an `Authorization: Bearer sk-…` header to its live key, or raise AuthenticationFailed."""
     if not authorization or not authorization.startswith("Bearer "):
         raise AuthenticationFailed(
@@ -59,8 +79,14 @@ async def authenticate(db: AsyncEngine, authorization: str | None) -> Caller:
     token = authorization[7:].strip()
     if not token.startswith(KEY_PREFIX):
         raise AuthenticationFailed(_BAD_KEY)
+    key_hash = hash_key(token)
+    if cache is not None:
+        hit = cache.entries.get(key_hash)
+        if hit is not None and (hit[1] is None or hit[1] > time.time()):
+            return hit[0]
+        generation = cache.entries.token()
     async with guarded(), db.connect() as conn:
-        row = (await conn.execute(_LOOKUP, {"h": hash_key(token)})).first()
+        row = (await conn.execute(_LOOKUP, {"h": key_hash})).first()
     if row is None or (row.expires_at is not None and row.expires_at <= utcnow()):
         raise AuthenticationFailed(_BAD_KEY)
     if row.suspended_at is not None:
@@ -71,7 +97,11 @@ async def authenticate(db: AsyncEngine, authorization: str | None) -> Caller:
         Limits(f"t:{row.tenant_id}", row.t_rpm, row.t_tpm, row.t_conc),
         Limits(f"k:{row.id}", row.k_rpm, row.k_tpm, row.k_conc),
     )
-    return Caller(key_id=row.id, tenant_id=row.tenant_id, limits=tuple(lim for lim in limits if lim.any))
+    caller = Caller(key_id=row.id, tenant_id=row.tenant_id, limits=tuple(lim for lim in limits if lim.any))
+    if cache is not None:
+        expires = row.expires_at.timestamp() if row.expires_at is not None else None
+        cache.entries.put(key_hash, (caller, expires), generation)
+    return caller
 
 
 async def create_tenant(session: AsyncSession, name: str) -> Tenant:

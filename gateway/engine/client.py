@@ -168,8 +168,9 @@ class EngineClient:
         return data
 
     @asynccontextmanager
-    async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[AsyncIterator[bytes]]:
-        """A streaming call; yields an iterator over raw SSE events (each `data: …`, no trailing blank line).
+    async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[AsyncIterator[list[bytes]]]:
+        """A streaming call; yields an iterator over lists of raw SSE events (each `data: …`, no trailing blank
+        line), one list per read from the engine.
         Leaving the context closes the connection, which makes the engine abort an unfinished generation."""
         async with _translate():
             response = await self.http.post(self.url + path, data=_encode(body), headers=_JSON)
@@ -206,19 +207,23 @@ class EngineClient:
         raise map_status(status, raw)
 
 
-async def _sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+async def _sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[list[bytes]]:
+    """The SSE events of each read from the engine, as a list (one write to the client per read, not per event)."""
     buffer = b""
     async with _translate():
         async for chunk in response.content.iter_any():
             buffer = buffer + chunk if buffer else chunk
             start = 0
+            events = []
             while (cut := buffer.find(b"\n\n", start)) >= 0:
                 if cut > start:
-                    yield buffer[start:cut]
+                    events.append(buffer[start:cut])
                 start = cut + 2
             buffer = buffer[start:]
+            if events:
+                yield events
     if buffer.strip():
-        yield buffer.strip()
+        yield [buffer.strip()]
 
 
 def parse_event(event: bytes) -> dict[str, Any] | None:

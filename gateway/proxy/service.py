@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway import ids
 from gateway.adapters import service as adapters
-from gateway.adapters.service import Target
+from gateway.adapters.service import Target, TargetCache
 from gateway.auth.service import Caller
 from gateway.db import guarded
 from gateway.engine.pool import EnginePool
@@ -78,7 +78,9 @@ class ProxyService:
         metrics: Metrics,
         limiter: RateLimiter,
         checkpoint_interval_s: float = 1.0,
+        targets: TargetCache | None = None,
     ) -> None:
+        self.targets = targets
         self.limiter = limiter
         self.db = db
         self.engines = engines
@@ -90,7 +92,7 @@ class ProxyService:
     async def prepare(self, caller: Caller, endpoint: str, body: dict[str, Any], model: str, body_bytes: int) -> Call:
         """Resolve `model` within the caller's tenant, admit it against its limits and quota (committing its
         open row), build the engine's body."""
-        target = await adapters.resolve(self.db, await self.engines.bases(), caller.tenant_id, model)
+        target = await adapters.resolve(self.db, await self.engines.bases(), caller.tenant_id, model, self.targets)
         info = await self.engines.info(target.base_model)
         worst_case = _worst_case_tokens(body, body_bytes, info.max_model_len)
         stream = bool(body.get("stream"))
@@ -163,33 +165,42 @@ class ProxyService:
         await relay.events.aclose()
         await self._close(relay)
 
-    async def _relay(self, relay: Relay, events: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:
+    async def _relay(self, relay: Relay, events: AsyncIterator[list[bytes]]) -> AsyncGenerator[bytes, None]:
         call = relay.call
         rename = renamer(call.target.engine_model, call.client_model)
         first = True
         next_mark = 0.0  # the first running usage is saved at once: from then on the prompt is never lost
         try:
-            async for event in events:
-                if first and b'"content"' in event:
-                    first = False
-                    self.metrics.ttft.labels(call.endpoint, call.kind).observe(time.perf_counter() - call.clock)
-                if event == DONE:
-                    relay.status = "ok"
-                elif b'"usage"' in event:
-                    final = b'"choices":[]' in event
-                    tokens, event = take_usage(event, keep=final or call.wants_running_usage)
-                    if tokens is not None and final:
-                        self.metrics.upstream.labels(call.endpoint, call.kind).observe(time.perf_counter() - call.clock)
-                        # Committed before the client sees the end of the stream.
-                        await self._record(call, tokens, "ok", 200)
-                        if not call.wants_usage:
-                            continue
-                    elif tokens is not None:
-                        total = relay.running.update(event, tokens)
-                        if (now := time.monotonic()) >= next_mark:
-                            next_mark = now + self.checkpoint_interval_s
-                            self.writer.checkpoint(call.request_id, total.prompt, total.completion)
-                yield rename(event) + b"\n\n"
+            async for batch in events:
+                out = []
+                for event in batch:
+                    if first and b'"content"' in event:
+                        first = False
+                        self.metrics.ttft.labels(call.endpoint, call.kind).observe(time.perf_counter() - call.clock)
+                    if event == DONE:
+                        relay.status = "ok"
+                    elif b'"usage"' in event:
+                        final = b'"choices":[]' in event
+                        tokens, event = take_usage(event, keep=final or call.wants_running_usage)
+                        if tokens is not None and final:
+                            self.metrics.upstream.labels(call.endpoint, call.kind).observe(
+                                time.perf_counter() - call.clock
+                            )
+                            # Committed before the client sees the end of the stream (the write below).
+                            await self._record(call, tokens, "ok", 200)
+                            if not call.wants_usage:
+                                continue
+                        elif tokens is not None:
+                            # Every event of this read goes to the client in the write below: the running usage
+                            # billed on a hang-up is the engine's as of the last chunk handed to the client.
+                            total = relay.running.update(event, tokens)
+                            if (now := time.monotonic()) >= next_mark:
+                                next_mark = now + self.checkpoint_interval_s
+                                self.writer.checkpoint(call.request_id, total.prompt, total.completion)
+                    out.append(rename(event))
+                    out.append(b"\n\n")
+                if out:
+                    yield b"".join(out)  # one write for what one read from the engine brought
             if not call.metered:
                 relay.status = "engine_error"
         except EngineError as exc:

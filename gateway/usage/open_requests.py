@@ -5,40 +5,75 @@ row, so a gateway process that dies (kill -9, OOM, host loss) leaves rows behind
 settles (gateway/usage/instances.py). The same rows carry what is shared by every gateway process and host:
 concurrent requests per tenant and per key, and the prepaid holds on trial tokens and credit. Admissions that
 need those counts take a transaction-scoped lock per tenant, so the counts are exact, not per process.
+
+Admissions are group-committed: the requests that arrive while one admission transaction runs are admitted
+together in the next one (one lock per tenant, one read of the holds, one multi-row insert, one commit), and
+each caller waits for that commit. The insert also checks that the key is still live and its tenant not
+suspended, so a key revoked before the admission commits is refused whatever a cache says.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from billing.admission import Admission, Ticket
-from gateway.errors import RateLimited
+from billing.admission import AccountState, Admission, Ticket
+from billing.errors import BillingError
+from billing.rating import PriceVersion
+from gateway.adapters.service import model_not_found
+from gateway.db import guarded
+from gateway.errors import AuthenticationFailed, GatewayError, PermissionDenied, RateLimited
 from gateway.limits.service import Limits
 from gateway.timeutil import utcnow
 
-_LOCK = sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:t, 7231))")
+log = logging.getLogger(__name__)
+
+# Tenants in sorted order, so that two batches (any processes) never wait for each other's locks in a cycle.
+_LOCK = sa.text("SELECT pg_advisory_xact_lock(hashtextextended(t, 7231)) FROM unnest(CAST(:ts AS text[])) AS t")
 _HELD = sa.text(
     """
-    SELECT count(*) AS tenant_open,
-           count(*) FILTER (WHERE api_key_id = :k) AS key_open,
-           coalesce(sum(reserved_trial_tokens), 0) AS tokens,
-           coalesce(sum(reserved_micros), 0) AS micros
-    FROM open_requests WHERE tenant_id = :t
+    SELECT tenant_id, api_key_id, count(*) AS open,
+           coalesce(sum(reserved_trial_tokens), 0) AS tokens, coalesce(sum(reserved_micros), 0) AS micros
+    FROM open_requests WHERE tenant_id = ANY(CAST(:ts AS text[])) GROUP BY tenant_id, api_key_id
     """
 )
+# One statement: whether each request's key, tenant and adapter are still live, and the open rows of those
+# that are (a cache may have served a key revoked or an adapter deleted a moment ago).
 _OPEN = sa.text(
     """
-    INSERT INTO open_requests (request_id, instance_id, tenant_id, api_key_id, model, base_model, adapter_id,
-        endpoint, stream, reserved_trial_tokens, reserved_micros, prompt_tokens, completion_tokens, started_at)
-    VALUES (:request_id, :instance_id, :tenant_id, :api_key_id, :model, :base_model, :adapter_id,
-        :endpoint, :stream, :tokens, :micros, 0, 0, :started_at)
+    WITH r AS (
+        SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:tenants AS text[]), CAST(:keys AS text[]),
+            CAST(:models AS text[]), CAST(:bases AS text[]), CAST(:adapters AS text[]), CAST(:endpoints AS text[]),
+            CAST(:streams AS boolean[]), CAST(:tokens AS bigint[]), CAST(:micros AS bigint[]),
+            CAST(:started AS timestamptz[]))
+          AS r(request_id, tenant_id, api_key_id, model, base_model, adapter_id, endpoint, stream, tokens, micros,
+               started_at)
+    ), checked AS (
+        SELECT r.*, (k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now())) AS key_live,
+               t.suspended_at IS NULL AS tenant_live,
+               (r.adapter_id IS NULL OR (a.deleted_at IS NULL AND a.status = 'ready')) AS adapter_live
+        FROM r JOIN api_keys k ON k.id = r.api_key_id JOIN tenants t ON t.id = r.tenant_id
+        LEFT JOIN adapters a ON a.id = r.adapter_id
+    ), inserted AS (
+        INSERT INTO open_requests (request_id, instance_id, tenant_id, api_key_id, model, base_model, adapter_id,
+            endpoint, stream, reserved_trial_tokens, reserved_micros, prompt_tokens, completion_tokens, started_at)
+        SELECT request_id, :instance_id, tenant_id, api_key_id, model, base_model, adapter_id, endpoint, stream,
+            tokens, micros, 0, 0, started_at
+        FROM checked WHERE key_live AND tenant_live AND adapter_live
+    )
+    SELECT request_id, key_live, tenant_live, adapter_live FROM checked
     """
 )
+
+_KEY_GONE = "Incorrect API key provided. You can find your API key in your account settings."
+_SUSPENDED = "This account is suspended: its API keys cannot be used. Contact the operator."
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,53 +90,213 @@ class Opening:
     stream: bool
 
 
+@dataclass(slots=True)
+class _Pending:
+    req: Opening
+    concurrent: list[Limits]
+    worst_case: int
+    future: asyncio.Future[datetime]
+    ticket: Ticket | None = None
+    started_at: datetime | None = None  # set when admitted: after the counts were read
+    abandoned: bool = False
+
+
+class _Relock(Exception):
+    """A tenant turned out to need its lock after others were taken: the transaction starts again."""
+
+
+@dataclass(slots=True)
+class _Held:
+    """What a tenant's open requests hold, updated as a batch admits more of them."""
+
+    tenant_open: int = 0
+    tokens: int = 0
+    micros: int = 0
+    key_open: dict[str, int] | None = None
+
+
 class OpenRequests:
-    def __init__(self, db: AsyncEngine, admission: Admission, instance_id: str) -> None:
+    def __init__(self, db: AsyncEngine, admission: Admission, instance_id: str, max_batch: int = 512) -> None:
         self._db = db
         self._admission = admission
         self.instance_id = instance_id
+        self.max_batch = max_batch
         self.live: set[str] = set()  # this process's open request ids (the rest of its rows are strays)
-        self._serialized: set[str] = set()  # tenants last seen prepaid: their admissions take the database lock
-        self._tenant_locks: dict[str, asyncio.Lock] = {}
+        self._pending: list[_Pending] = []
+        self._draining: asyncio.Task[None] | None = None
+        self._postpaid: set[str] = set()  # tenants last seen postpaid: not locked unless they have a limit
+        # An admission committed for a caller that stopped waiting (client gone): close its row.
+        self.on_abandoned: Callable[[str], None] = lambda request_id: None
 
     async def open(self, req: Opening, limits: tuple[Limits, ...], worst_case: int) -> datetime:
-        """Admit against concurrency limits and prepaid quota and commit the open row; raise RateLimited or
-        InsufficientQuota (nothing written then). Returns when it was admitted: the request's start."""
+        """Admit against concurrency limits and prepaid quota and commit the open row; raise RateLimited,
+        InsufficientQuota, or AuthenticationFailed / PermissionDenied for a key that is no longer live (nothing
+        written then). Returns when it was admitted: the request's start."""
         concurrent = [lim for lim in limits if lim.concurrent is not None]
-        if concurrent or req.tenant_id in self._serialized:
-            # One waiter per tenant in this process holds a pooled connection, not one per request: a burst
-            # from one tenant cannot take every connection while it queues for the tenant's database lock.
-            lock = self._tenant_locks.setdefault(req.tenant_id, asyncio.Lock())
-            async with lock:
-                return await self._open(req, concurrent, worst_case)
-        return await self._open(req, concurrent, worst_case)
+        future: asyncio.Future[datetime] = asyncio.get_running_loop().create_future()
+        pending = _Pending(req, concurrent, worst_case, future)
+        self._pending.append(pending)
+        if self._draining is None:
+            self._draining = asyncio.create_task(self._drain(), name="open-requests")
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled() and future.exception() is None:
+                self.on_abandoned(req.request_id)  # committed just before we were cancelled
+            else:
+                pending.abandoned = True  # the batch closes the row if it commits one
+            raise
 
-    async def _open(self, req: Opening, concurrent: list[Limits], worst_case: int) -> datetime:
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                batch = [p for p in self._pending[: self.max_batch] if not p.abandoned]
+                del self._pending[: self.max_batch]
+                if batch:
+                    await self._admit_batch(batch)
+        finally:
+            self._draining = None
+
+    async def _admit_batch(self, batch: list[_Pending]) -> None:
+        try:
+            async with guarded():
+                await self._transaction(batch)
+        except Exception as exc:  # handed to every caller still waiting, none swallowed
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(exc)
+            return
+        for p in batch:
+            if p.ticket is not None and p.started_at is not None:
+                self.live.add(p.req.request_id)
+                p.future.set_result(p.started_at)
+                if p.abandoned:  # the caller stopped waiting (client gone) before the commit
+                    self.on_abandoned(p.req.request_id)
+
+    async def _transaction(self, batch: list[_Pending]) -> None:
+        """Decide every request of the batch and insert the admitted ones, in one transaction. A refused
+        request's future gets its error; an admitted one's `ticket` is set (its future once committed)."""
+        tenants = sorted({p.req.tenant_id for p in batch})
+        limited = {p.req.tenant_id for p in batch if p.concurrent}
+        while True:
+            try:
+                await self._try_transaction(batch, tenants, limited)
+                return
+            except _Relock:
+                continue
+
+    async def _try_transaction(self, batch: list[_Pending], tenants: list[str], limited: set[str]) -> None:
         async with self._db.begin() as conn:
-            state = await self._admission.state(conn, req.tenant_id)
-            if state.prepaid:
-                self._serialized.add(req.tenant_id)
-            else:
-                self._serialized.discard(req.tenant_id)
-            if state.prepaid or concurrent:
-                await conn.execute(_LOCK, {"t": req.tenant_id})
-                held = (await conn.execute(_HELD, {"t": req.tenant_id, "k": req.api_key_id})).one()
-                _check_concurrency(concurrent, req.tenant_id, held.tenant_open, held.key_open)
-                state = await self._admission.state(conn, req.tenant_id)  # after `held`: see Admission.decide
-                ticket = await self._admission.decide(
-                    conn, state, req.adapter_id, req.base_model, worst_case, int(held.tokens), int(held.micros)
-                )
-            else:
-                ticket = Ticket()
+            # Every tenant that may need its lock is locked first, in sorted order (batches of several
+            # processes never wait for each other in a cycle); only tenants last seen postpaid and without
+            # a concurrency limit are not.
+            held = await _lock_and_count(conn, [t for t in tenants if t in limited or t not in self._postpaid])
+            states = await self._admission.states(conn, tenants)  # after `held`: see Admission.decide
+            late = {t for t in tenants if t not in held and states[t].prepaid}
+            if late:  # turned prepaid since we last saw them: again (rolled back), locking them too, in order
+                self._postpaid -= late
+                raise _Relock
+            self._postpaid |= {t for t in tenants if not states[t].prepaid}
+            self._postpaid -= {t for t in tenants if states[t].prepaid}
+            counted = {t: held[t] for t in tenants if t in limited or states[t].prepaid}
+            # The prices of the batch's prepaid requests, read in this transaction: a price set a moment ago by
+            # another process applies at once.
+            book = await self._admission.prices(
+                conn,
+                {
+                    m
+                    for p in batch
+                    if states[p.req.tenant_id].prepaid
+                    for m in (p.req.adapter_id, p.req.base_model)
+                    if m
+                },
+            )
+            admitted = [
+                p for p in batch if self._decide(p, states[p.req.tenant_id], counted.get(p.req.tenant_id), book)
+            ]
             # After the counts were read: a request admitted in a freed slot starts after the one that left.
             started_at = utcnow()
-            await _insert(conn, req, self.instance_id, ticket, started_at)
-        self.live.add(req.request_id)
-        return started_at
+            for p in admitted:
+                p.started_at = started_at
+            if admitted:
+                await self._insert(conn, admitted)
+
+    def _decide(
+        self, p: _Pending, state: AccountState, held: _Held | None, book: dict[str, list[PriceVersion]]
+    ) -> bool:
+        req = p.req
+        try:
+            if held is None:  # postpaid without concurrency limits: nothing to count
+                p.ticket = self._admission.decide_priced(
+                    book, state, req.adapter_id, req.base_model, p.worst_case, 0, 0
+                )
+                return True
+            assert held.key_open is not None
+            key_open = held.key_open.get(req.api_key_id, 0)
+            _check_concurrency(p.concurrent, req.tenant_id, held.tenant_open, key_open)
+            ticket = self._admission.decide_priced(
+                book, state, req.adapter_id, req.base_model, p.worst_case, held.tokens, held.micros
+            )
+        except (GatewayError, BillingError) as exc:
+            p.future.set_exception(exc)
+            return False
+        # Later requests of this batch see this one as open and holding its ticket.
+        held.tenant_open += 1
+        held.key_open[req.api_key_id] = key_open + 1
+        held.tokens += ticket.tokens
+        held.micros += ticket.micros
+        p.ticket = ticket
+        return True
+
+    async def _insert(self, conn: AsyncConnection, admitted: list[_Pending]) -> None:
+        reqs = [p.req for p in admitted]
+        tickets = [p.ticket or Ticket() for p in admitted]
+        params: dict[str, Any] = {
+            "instance_id": self.instance_id,
+            "ids": [r.request_id for r in reqs],
+            "tenants": [r.tenant_id for r in reqs],
+            "keys": [r.api_key_id for r in reqs],
+            "models": [r.model for r in reqs],
+            "bases": [r.base_model for r in reqs],
+            "adapters": [r.adapter_id for r in reqs],
+            "endpoints": [r.endpoint for r in reqs],
+            "streams": [r.stream for r in reqs],
+            "tokens": [t.tokens for t in tickets],
+            "micros": [t.micros for t in tickets],
+            "started": [p.started_at for p in admitted],
+        }
+        checked = {row.request_id: row for row in await conn.execute(_OPEN, params)}
+        for p in admitted:
+            row = checked.get(p.req.request_id)
+            if row is None or not row.key_live:
+                p.ticket = None
+                p.future.set_exception(AuthenticationFailed(_KEY_GONE))
+            elif not row.tenant_live:
+                p.ticket = None
+                p.future.set_exception(PermissionDenied(_SUSPENDED, code="account_suspended"))
+            elif not row.adapter_live:
+                p.ticket = None
+                p.future.set_exception(model_not_found(p.req.model))
 
     def closed(self, request_id: str) -> None:
         """The row is gone (usage written or discarded); called by the writer after its commit."""
         self.live.discard(request_id)
+
+
+async def _lock_and_count(conn: AsyncConnection, tenants: list[str]) -> dict[str, _Held]:
+    """Take the tenants' admission locks, then count what their open requests hold."""
+    if not tenants:
+        return {}
+    await conn.execute(_LOCK, {"ts": tenants})
+    held = {t: _Held(key_open={}) for t in tenants}
+    for row in await conn.execute(_HELD, {"ts": tenants}):
+        h = held[row.tenant_id]
+        assert h.key_open is not None
+        h.tenant_open += row.open
+        h.key_open[row.api_key_id] = row.open
+        h.tokens += int(row.tokens)
+        h.micros += int(row.micros)
+    return held
 
 
 def _check_concurrency(limits: list[Limits], tenant_id: str, tenant_open: int, key_open: int) -> None:
@@ -113,23 +308,3 @@ def _check_concurrency(limits: list[Limits], tenant_id: str, tenant_open: int, k
                 f"Too many concurrent requests (limit {lim.concurrent}); retry when one has finished.",
                 headers={"Retry-After": "1"},
             )
-
-
-async def _insert(conn: AsyncConnection, req: Opening, instance_id: str, ticket: Ticket, started_at: datetime) -> None:
-    await conn.execute(
-        _OPEN,
-        {
-            "request_id": req.request_id,
-            "instance_id": instance_id,
-            "tenant_id": req.tenant_id,
-            "api_key_id": req.api_key_id,
-            "model": req.model,
-            "base_model": req.base_model,
-            "adapter_id": req.adapter_id,
-            "endpoint": req.endpoint,
-            "stream": req.stream,
-            "tokens": ticket.tokens,
-            "micros": ticket.micros,
-            "started_at": started_at,
-        },
-    )

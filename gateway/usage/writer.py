@@ -16,18 +16,30 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.db import is_unavailable
 from gateway.errors import DatabaseUnavailable
-from gateway.usage.models import UsageRecord
 
 log = logging.getLogger(__name__)
 
-_TABLE = UsageRecord.__table__  # type: ignore[attr-defined]
+# (column, PostgreSQL array type) of a usage row, in the order of usage_row().
+_COLUMNS = (
+    ("request_id", "text"), ("tenant_id", "text"), ("api_key_id", "text"), ("model", "text"),
+    ("base_model", "text"), ("adapter_id", "text"), ("endpoint", "text"), ("stream", "boolean"),
+    ("prompt_tokens", "integer"), ("completion_tokens", "integer"), ("status", "text"), ("http_status", "integer"),
+    ("started_at", "timestamptz"), ("finished_at", "timestamptz"), ("latency_ms", "integer"),
+)  # fmt: skip
+# One array parameter per column: the same statement text for any batch size, prepared once per connection
+# (a multi-row VALUES was compiled again for every batch: most of the writer's CPU in the profile).
 # A request_id already present means the row was written: never count a request twice.
-_INSERT = insert(_TABLE).on_conflict_do_nothing(index_elements=["request_id"]).returning(_TABLE.c.request_id)
+# The open rows named in :closing are deleted by the same statement (one round trip less per batch).
+_INSERT = sa.text(
+    "WITH closed AS (DELETE FROM open_requests WHERE request_id = ANY(CAST(:closing AS text[]))) "
+    f"INSERT INTO usage_records ({', '.join(c for c, _ in _COLUMNS)}) "
+    f"SELECT * FROM unnest({', '.join(f'CAST(:{c} AS {t}[])' for c, t in _COLUMNS)}) "
+    "ON CONFLICT (request_id) DO NOTHING RETURNING request_id"
+)
 _CLOSE = sa.text("DELETE FROM open_requests WHERE request_id = ANY(:ids)")
 _CHECKPOINT = sa.text(
     """
@@ -82,6 +94,10 @@ class UsageWriter:
     async def discard(self, request_id: str) -> None:
         """Close an open request that is not metered (it never reached the engine)."""
         await self._submit("discard", request_id)
+
+    def discard_later(self, request_id: str) -> None:
+        """`discard` without waiting for the commit (the caller is gone)."""
+        self._queue.put_nowait(("discard", request_id, None))
 
     def checkpoint(self, request_id: str, prompt_tokens: int, completion_tokens: int) -> None:
         """Record an open stream's running usage with the next commit (only the latest one per stream is
@@ -146,17 +162,21 @@ class UsageWriter:
             marks = {k: v for k, v in marks.items() if k not in closed}
         async with self._engine.begin() as conn:
             if rows:
-                await self.insert_usage(conn, rows)
-            if closing:
+                await self.insert_usage(conn, rows, closing)
+            elif closing:
                 await conn.execute(_CLOSE, {"ids": closing})
             if marks:
                 ids, ps, cs = zip(*marks.values(), strict=True)
                 await conn.execute(_CHECKPOINT, {"ids": list(ids), "ps": list(ps), "cs": list(cs)})
 
-    async def insert_usage(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-        """Insert usage rows (a request_id already metered is skipped) and charge the new ones, in `conn`'s
-        transaction."""
-        new = {r.request_id for r in await conn.execute(_INSERT.values(rows))}
+    async def insert_usage(
+        self, conn: AsyncConnection, rows: list[dict[str, Any]], closing: list[str] | None = None
+    ) -> None:
+        """Insert usage rows (a request_id already metered is skipped), delete the open rows named in `closing`
+        and charge the new usage rows, in `conn`'s transaction."""
+        params: dict[str, Any] = {c: [r[c] for r in rows] for c, _ in _COLUMNS}
+        params["closing"] = closing or []
+        new = {r.request_id for r in await conn.execute(_INSERT, params)}
         if self._on_commit is not None and new:
             await self._on_commit(conn, [r for r in rows if r["request_id"] in new])
 

@@ -21,3 +21,9 @@ def test_deployment_ids_look_like_mif_ids() -> None:
     d = ids.deployment_id()
     assert re.fullmatch(r"mif-[a-z2-7]{16}", d)
     assert len({ids.deployment_id() for _ in range(1000)}) == 1000
+
+
+def test_request_ids_use_every_base32_character() -> None:
+    rids = [ids.request_id() for _ in range(2000)]
+    assert all(re.fullmatch(r"req_[a-z2-7]{24}", r) for r in rids) and len(set(rids)) == 2000
+    assert set("".join(r[4:] for r in rids)) == set("abcdefghijklmnopqrstuvwxyz234567")

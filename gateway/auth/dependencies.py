@@ -1,0 +1,25 @@
+"""The `caller` dependency: the request's API key, authenticated."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request
+from litestar.datastructures import State
+from litestar.di import Provide
+
+from gateway.auth.service import Caller, authenticate
+
+
+async def _caller(request: Request[Any, Any, Any], state: State) -> Caller:
+    return await authenticate(state.db_engine, request.headers.get("authorization"))
+
+
+async def _cached_caller(request: Request[Any, Any, Any], state: State) -> Caller:
+    # Only for the metered calls: their open-row insert checks the key again in the admission transaction.
+    return await authenticate(state.db_engine, request.headers.get("authorization"), state.key_cache)
+
+
+provide_caller = Provide(_caller)
+provide_cached_caller = Provide(_cached_caller)
+METERED = {"caller": provide_cached_caller}
