@@ -146,9 +146,9 @@ class TenantHandle:
 
 
 @pytest.fixture(scope="session")
-def make_tenant(admin: httpx.Client) -> Callable[[], TenantHandle]:
-    def make() -> TenantHandle:
-        t = admin.post("/admin/tenants", json={"name": f"t-{secrets.token_hex(4)}"})
+def make_tenant(admin: httpx.Client) -> Callable[..., TenantHandle]:
+    def make(**fields: object) -> TenantHandle:
+        t = admin.post("/admin/tenants", json={"name": f"t-{secrets.token_hex(4)}", **fields})
         assert t.status_code == 201, t.text
         k = admin.post(f"/admin/tenants/{t.json()['id']}/keys", json={"name": "test"})
         assert k.status_code == 201, k.text

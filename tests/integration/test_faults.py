@@ -122,11 +122,12 @@ def _kill_and_settle(
     interval: float,
     before: float,
 ) -> None:
-    t = make_tenant()
+    t = make_tenant(billing_mode="postpaid")  # no prepaid lock: the 50 are admitted at once
     body = stream_body(900)
     seen, threads = start_streams(50, lambda i, s: run_stream(victim.url, t.headers, body, s))
     # All 50 admitted (their open rows committed); the engine runs as many as its batch holds, the rest queue there.
     wait_for(lambda: all(s.status == 200 for s in seen), 120, "all 50 admitted")
+    wait_for(lambda: engine_stats(engine.url)[0] - before >= 2000, 120, "the engine well into the work")
     assert victim.proc is not None
     victim.proc.kill()  # SIGKILL: no cleanup of any kind
     killed_at = time.monotonic()
@@ -193,12 +194,14 @@ def test_postgres_restart_under_load_loses_nothing(
 
 def test_engine_killed_mid_stream(gateway: Any, engine: LocalEngine, make_tenant: Any, sql: Sql) -> None:
     """The engine dies: each stream ends with an OpenAI-style error event and is billed exactly what it got."""
-    t = make_tenant()
+    t = make_tenant(billing_mode="postpaid")
     before = engine_settled(engine.url)
     body = stream_body(900)
-    seen, threads = start_streams(16, lambda i, s: run_stream(gateway.url, t.headers, body, s))
+    seen, threads = start_streams(48, lambda i, s: run_stream(gateway.url, t.headers, body, s))
     # Killed early in the generation, by the engine's own count (clients may lag behind the engine).
-    wait_for(lambda: engine_stats(engine.url)[0] - before >= 400, 120, "the engine generating")
+    deadline = time.monotonic() + 120
+    while engine_stats(engine.url)[0] - before < 400:
+        assert time.monotonic() < deadline, "the engine did not start generating"
     engine.kill()
     try:
         for th in threads:
@@ -206,7 +209,7 @@ def test_engine_killed_mid_stream(gateway: Any, engine: LocalEngine, make_tenant
         # A request that had not reached the engine yet got 503 and leaves no row; every other one leaves one.
         admitted = [s for s in seen if s.status == 200]
         assert all(s.status in (200, 503) for s in seen), [s.status for s in seen]
-        wait_for(lambda: len(usage_rows(sql, t.id)) == len(admitted) and open_rows(sql, t.id) == 0, 20, "rows")
+        wait_for(lambda: len(usage_rows(sql, t.id)) == len(admitted) and open_rows(sql, t.id) == 0, 30, "rows")
         rows = {r["request_id"]: r for r in usage_rows(sql, t.id)}
         assert set(rows) == {s.request_id for s in admitted}
         cut = [s for s in admitted if not s.done]
