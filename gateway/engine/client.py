@@ -103,7 +103,9 @@ class EngineClient:
         self.http = aiohttp.ClientSession(
             headers=headers,
             timeout=aiohttp.ClientTimeout(total=settings.request_timeout_s, connect=settings.connect_timeout_s),
-            connector=aiohttp.TCPConnector(limit=settings.max_connections),
+            # Idle connections are dropped before the engine's own keep-alive timeout (vLLM/uvicorn: 5 s) closes
+            # them: reusing one the server is closing fails the request as if the engine were gone.
+            connector=aiohttp.TCPConnector(limit=settings.max_connections, keepalive_timeout=3.0),
         )
 
     async def aclose(self) -> None:

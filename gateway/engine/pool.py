@@ -219,6 +219,7 @@ class EnginePool:
         is held until `held` closes (for a stream: when the relay ends)."""
         await self._startup_grace()
         tried: list[Member] = []
+        retried = False
         while True:
             m = self.choose(base_model, adapter.id if adapter else None, tried)
             tried.append(m)
@@ -227,7 +228,13 @@ class EnginePool:
                 result = await self._call_on(m, adapter, call)
             except EngineUnavailable as exc:
                 self._release(m)
-                self.mark_down(m, "connection failed")
+                # A connection that broke is not yet a dead engine: ask it. Only a failed check takes it out;
+                # else the call is tried once more, on whichever engine the routing picks now.
+                if await m.client.health() == "down":
+                    self.mark_down(m, "connection failed")
+                elif not retried:
+                    tried.remove(m)
+                    retried = True
                 log.info("call for %s moves off %s: %s", adapter.id if adapter else base_model, m.url, exc.message)
                 continue
             except BaseException:
