@@ -100,24 +100,32 @@ def run_wrk(wrk: str, target: Target, payload: dict[str, Any], conc: int, second
     }
 
 
-def run_loadgen(target: Target, payload: dict[str, Any], conc: int, seconds: float, warmup: float) -> dict:
+def run_loadgen(
+    target: Target, payload: dict[str, Any], conc: int, seconds: float, warmup: float, rate: float | None = None
+) -> dict:
     argv = [sys.executable, "-m", "bench.loadgen", "--url", target.base + "/v1/chat/completions"]
     argv += ["--body", json.dumps(payload), "-c", str(conc), "-d", str(seconds), "--warmup", str(warmup)]
+    if rate:
+        argv += ["--rate", str(rate)]
     if target.key:
         argv += ["--key", target.key]
     out = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
-def measure(wrk: str, t: Target, mode: str, conc: int, args: argparse.Namespace, lua_dir: Path) -> dict:
+def measure(
+    wrk: str, t: Target, mode: str, conc: int, args: argparse.Namespace, lua_dir: Path, rate: float | None = None
+) -> dict:
+    """One cell: closed loop at `conc` clients, or open loop at `rate` requests/s (bench/loadgen.py, both
+    modes: wrk keeps a closed loop)."""
     payload = body(mode == "stream", args.tokens)
-    if mode == "json":
+    if mode == "json" and not rate:
         run_wrk(wrk, t, payload, conc, args.warmup, lua_dir)  # warm-up, not counted
     cpu0, extra0 = procs.cpu_seconds(t.pids), procs.cpu_seconds(t.extra_pids)
-    if mode == "json":
+    if mode == "json" and not rate:
         r = run_wrk(wrk, t, payload, conc, args.duration, lua_dir)
     else:
-        r = run_loadgen(t, payload, conc, args.duration, args.warmup)
+        r = run_loadgen(t, payload, conc, args.duration, args.warmup, rate)
     cpu, extra = procs.cpu_seconds(t.pids) - cpu0, procs.cpu_seconds(t.extra_pids) - extra0
     n = max(1, r["all_requests"])
     attempts = r["requests"] + r["errors"]
@@ -125,6 +133,7 @@ def measure(wrk: str, t: Target, mode: str, conc: int, args: argparse.Namespace,
         "target": t.name,
         "mode": mode,
         "concurrency": conc,
+        "rate": rate,
         "cpu_s": cpu,
         "cpu_per_1k": cpu / n * 1000,
         "db_cpu_per_1k": extra / n * 1000,
@@ -162,7 +171,13 @@ def profile(gw: Service, wrk: str, t: Target, args: argparse.Namespace, out_dir:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true", help="seconds-long: concurrency 16, no LiteLLM, no profile")
-    p.add_argument("--levels", default="1,16,64,256")
+    p.add_argument("--levels", default="1,16,64,256", help="closed loop: concurrent clients")
+    p.add_argument(
+        "--rates",
+        default="25,200",
+        help="open loop: offered requests/s, below the gateway's saturation, so that added latency is the hot "
+        "path's and not a queue's (LiteLLM runs only the lowest: it saturates near 60 req/s here)",
+    )
     p.add_argument("--duration", type=float, default=6.0, help="measured seconds per cell")
     p.add_argument("--warmup", type=float, default=1.0)
     p.add_argument("--rounds", type=int, default=2)
@@ -175,9 +190,10 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = p.parse_args()
     if args.smoke:
-        args.levels, args.duration, args.warmup, args.rounds, args.cold_starts = "16", 1.0, 0.3, 1, 1
+        args.levels, args.rates, args.duration, args.warmup, args.rounds, args.cold_starts = "16", "50", 1.0, 0.3, 1, 1
         args.no_litellm = args.no_profile = True
     levels = [int(x) for x in args.levels.split(",")]
+    rates = [float(x) for x in args.rates.split(",") if x]
     with_litellm = not args.no_litellm
     if with_litellm and not (procs.BENCH_VENV / "bin" / "litellm").exists():
         raise SystemExit(f"LiteLLM is not installed: {procs.BENCH_VENV}/bin/pip install 'litellm[proxy]'")
@@ -219,7 +235,7 @@ def main() -> None:
             rss.watch(name, pid)
         rss.start()
 
-        cells = []
+        cells, rate_cells = [], []
         for rnd in range(args.rounds):
             order = targets[rnd % len(targets) :] + targets[: rnd % len(targets)]
             for mode in ("json", "stream"):
@@ -231,6 +247,18 @@ def main() -> None:
                             f"round {rnd} {mode:6} c={conc:<3} {t.name:8} {cell['rps']:8.0f} req/s "
                             f"p50 {cell['total_ms']['p50']:7.2f} p99 {cell['total_ms']['p99']:7.2f} ms "
                             f"err {cell['error_rate']:.2%}",
+                            flush=True,
+                        )
+                for rate in rates:
+                    for t in order:
+                        if t.name == "litellm" and rate > min(rates):
+                            continue
+                        cell = measure(wrk, t, mode, 0, args, run_dir, rate) | {"round": rnd}
+                        rate_cells.append(cell)
+                        print(
+                            f"round {rnd} {mode:6} {rate:5.0f}/s {t.name:8} {cell['rps']:8.0f} req/s "
+                            f"p50 {cell['total_ms']['p50']:7.2f} p99 {cell['total_ms']['p99']:7.2f} ms "
+                            f"in flight ≤ {cell['peak_in_flight']} err {cell['error_rate']:.2%}",
                             flush=True,
                         )
         prof = {} if args.no_profile else profile(gw, wrk, targets[1], args, args.out, run_dir)
@@ -259,6 +287,7 @@ def main() -> None:
         "settings": {
             "mode": "smoke" if args.smoke else "full",
             "levels": levels,
+            "rates": rates,
             "duration_s": args.duration,
             "warmup_s": args.warmup,
             "rounds": args.rounds,
@@ -272,6 +301,7 @@ def main() -> None:
         "machine": procs.machine(),
         "versions": procs.versions(),
         "cells": cells,
+        "rate_cells": rate_cells,
         "cold_start_s": cold,
         "peak_rss_mb": {
             "process": {k: v / 2**20 for k, v in rss.peak_process.items()},

@@ -1,11 +1,13 @@
-"""A lean closed-loop HTTP/1.1 load generator for SSE streams: time to first token and total, per request.
+"""A lean HTTP/1.1 load generator for SSE streams: time to first token and total, per request.
 
     python -m bench.loadgen --url http://127.0.0.1:8000/v1/chat/completions --key sk-… -c 64 -d 10
+    python -m bench.loadgen --url … --rate 200 -d 10     # open loop: 200 requests/s whatever the answers do
 
 One process, one core, raw asyncio sockets (uvloop when installed), one keep-alive connection per
 concurrent client. Prints one JSON object: counts, errors, latency percentiles (ms) and its own CPU seconds,
 so a report can show that the load generator did not starve what it measured. wrk measures the
-non-streaming runs; it cannot see the first token of a stream, this can.
+closed-loop non-streaming runs; it cannot see the first token of a stream, and it keeps a closed loop: the
+open-loop runs at a fixed offered rate (--rate) use this one for both modes.
 """
 
 from __future__ import annotations
@@ -70,9 +72,41 @@ async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str], on_d
         parts.append(data[:-2])
 
 
+async def _exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+) -> tuple[int, dict[str, str], float | None, float]:
+    """Send one request, read its whole response: (status, headers, first-data time or None, end time)."""
+    first: list[float] = []
+    writer.write(request)
+    status_line = await asyncio.wait_for(reader.readline(), TIMEOUT_S)
+    if not status_line:
+        raise ConnectionError("closed")
+    status = int(status_line.split(b" ", 2)[1])
+    headers: dict[str, str] = {}
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    await asyncio.wait_for(_read_body(reader, headers, partial(_stamp, first)), TIMEOUT_S)
+    return status, headers, (first[0] if first else None), time.perf_counter()
+
+
+def _count(stats: Stats, status: int, t0: float, first: float | None, t1: float) -> None:
+    stats.statuses[status] = stats.statuses.get(status, 0) + 1
+    if status != 200:
+        stats.errors += 1
+        return
+    stats.ok += 1
+    stats.total.append((t1 - t0) * 1000)
+    stats.ttft.append(((first or t1) - t0) * 1000)
+
+
+_Errors = (OSError, ValueError, asyncio.IncompleteReadError, ConnectionError, TimeoutError)
+
+
 async def _client(
     host: str, port: int, requests: Iterator[bytes], stats: Stats, measure_from: float, until: float
 ) -> None:
+    """Closed loop: one connection, the next request as soon as the last answer is read."""
     reader = writer = None
     while time.perf_counter() < until:
         try:
@@ -80,32 +114,14 @@ async def _client(
                 reader, writer = await asyncio.open_connection(host, port)
             assert reader is not None
             t0 = time.perf_counter()
-            first: list[float] = []
-            writer.write(next(requests))
-            status_line = await asyncio.wait_for(reader.readline(), TIMEOUT_S)
-            if not status_line:
-                raise ConnectionError("closed")
-            status = int(status_line.split(b" ", 2)[1])
-            headers: dict[str, str] = {}
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                name, _, value = line.decode("latin-1").partition(":")
-                headers[name.strip().lower()] = value.strip()
-            await asyncio.wait_for(_read_body(reader, headers, partial(_stamp, first)), TIMEOUT_S)
-            t1 = time.perf_counter()
+            status, headers, first, t1 = await _exchange(reader, writer, next(requests))
             if headers.get("connection", "").lower() == "close":
                 writer.close()
                 writer = None
             stats.all_requests += 1
-            if t0 < measure_from:
-                continue
-            stats.statuses[status] = stats.statuses.get(status, 0) + 1
-            if status != 200:
-                stats.errors += 1
-                continue
-            stats.ok += 1
-            stats.total.append((t1 - t0) * 1000)
-            stats.ttft.append(((first[0] if first else t1) - t0) * 1000)
-        except (OSError, ValueError, asyncio.IncompleteReadError, ConnectionError, TimeoutError):
+            if t0 >= measure_from:
+                _count(stats, status, t0, first, t1)
+        except _Errors:
             if time.perf_counter() >= measure_from:
                 stats.errors += 1
             if writer is not None:
@@ -116,6 +132,57 @@ async def _client(
         writer.close()
 
 
+class _OpenLoop:
+    """Open loop at a fixed offered rate: request i is due at start + i / rate whether or not earlier answers
+    came back (so a slow target cannot slow the load down), on a pool of keep-alive connections that grows
+    when all are busy. Latency counts from when the request was due, not from when it was sent: waiting for
+    a connection or for the loop is the target's fault too (no coordinated omission)."""
+
+    def __init__(self, host: str, port: int, requests: Iterator[bytes], stats: Stats, measure_from: float) -> None:
+        self.host, self.port, self.requests, self.stats = host, port, requests, stats
+        self.measure_from = measure_from
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.in_flight = 0
+        self.peak_in_flight = 0
+
+    async def run(self, rate: float, until: float) -> None:
+        tasks: set[asyncio.Task[None]] = set()
+        due = time.perf_counter()
+        while due < until:
+            wait = due - time.perf_counter()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            task = asyncio.create_task(self._one(due))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            due += 1.0 / rate
+        if tasks:
+            await asyncio.gather(*tasks)
+        for _, writer in self.idle:
+            writer.close()
+
+    async def _one(self, due: float) -> None:
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        conn = None
+        try:
+            conn = self.idle.pop() if self.idle else await asyncio.open_connection(self.host, self.port)
+            status, headers, first, t1 = await _exchange(*conn, next(self.requests))
+            self.stats.all_requests += 1
+            if due >= self.measure_from:
+                _count(self.stats, status, due, first, t1)
+            if headers.get("connection", "").lower() != "close":
+                self.idle.append(conn)
+                conn = None
+        except _Errors:
+            if due >= self.measure_from:
+                self.stats.errors += 1
+        finally:
+            self.in_flight -= 1
+            if conn is not None:
+                conn[1].close()
+
+
 async def run(
     url: str,
     key: str | None,
@@ -124,8 +191,10 @@ async def run(
     duration: float,
     warmup: float,
     models: list[str] | None = None,
+    rate: float | None = None,
 ) -> dict:
-    """Closed-loop load; with `models`, the body's "model" rotates over them, one request after another."""
+    """Closed-loop load from `concurrency` clients, or open-loop load at `rate` requests/s; with `models`, the
+    body's "model" rotates over them, one request after another."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     auth = f"authorization: Bearer {key}\r\n".encode() if key else b""
@@ -143,7 +212,13 @@ async def run(
     start = time.perf_counter()
     measure_from = start + warmup
     until = measure_from + duration
-    await asyncio.gather(*(_client(host, port, requests, stats, measure_from, until) for _ in range(concurrency)))
+    peak = concurrency
+    if rate:
+        loop = _OpenLoop(host, port, requests, stats, measure_from)
+        await loop.run(rate, until)
+        peak = loop.peak_in_flight
+    else:
+        await asyncio.gather(*(_client(host, port, requests, stats, measure_from, until) for _ in range(concurrency)))
     elapsed = time.perf_counter() - measure_from
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {
@@ -156,6 +231,7 @@ async def run(
         "ttft_ms": percentiles(stats.ttft),
         "total_ms": percentiles(stats.total),
         "loadgen_cpu_s": usage.ru_utime + usage.ru_stime,
+        "peak_in_flight": peak,
     }
 
 
@@ -164,7 +240,8 @@ def main() -> None:
     p.add_argument("--url", required=True)
     p.add_argument("--key")
     p.add_argument("--body", required=True, help="the JSON request body")
-    p.add_argument("-c", "--concurrency", type=int, default=16)
+    p.add_argument("-c", "--concurrency", type=int, default=16, help="closed loop: this many clients")
+    p.add_argument("--rate", type=float, help="open loop instead: requests per second, due at fixed intervals")
     p.add_argument("-d", "--duration", type=float, default=10.0, help="measured seconds")
     p.add_argument("--warmup", type=float, default=1.0, help="seconds of load before measuring")
     p.add_argument("--models", help="comma-separated model names: requests rotate over them")
@@ -177,7 +254,7 @@ def main() -> None:
         pass
     models = args.models.split(",") if args.models else None
     body = args.body.encode()
-    result = asyncio.run(run(args.url, args.key, body, args.concurrency, args.duration, args.warmup, models))
+    result = asyncio.run(run(args.url, args.key, body, args.concurrency, args.duration, args.warmup, models, args.rate))
     print(json.dumps(result))
 
 

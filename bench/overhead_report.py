@@ -19,16 +19,17 @@ def _med(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def aggregate(cells: list[dict[str, Any]]) -> dict[tuple[str, int, str], dict[str, Any]]:
-    """(mode, concurrency, target) → the median over rounds of every figure."""
-    groups: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
+def aggregate(cells: list[dict[str, Any]], by: str = "concurrency") -> dict[tuple[str, Any, str], dict[str, Any]]:
+    """(mode, concurrency or offered rate, target) → the median over rounds of every figure."""
+    groups: dict[tuple[str, Any, str], list[dict[str, Any]]] = {}
     for c in cells:
-        groups.setdefault((c["mode"], c["concurrency"], c["target"]), []).append(c)
+        groups.setdefault((c["mode"], c[by], c["target"]), []).append(c)
     out = {}
     for k, cs in groups.items():
         a: dict[str, Any] = {
             f: _med([c[f] for c in cs]) for f in ("rps", "error_rate", "cpu_per_1k", "db_cpu_per_1k", "requests")
         }
+        a["peak_in_flight"] = max(c.get("peak_in_flight") or 0 for c in cs)
         a["loadgen_core"] = _med([c["loadgen_cpu_s"] / c["seconds"] for c in cs])
         for series in ("total_ms", "ttft_ms"):
             if series in cs[0]:
@@ -37,7 +38,7 @@ def aggregate(cells: list[dict[str, Any]]) -> dict[tuple[str, int, str], dict[st
     return out
 
 
-def added(agg: dict, mode: str, conc: int, target: str, series: str = "total_ms") -> dict[str, float] | None:
+def added(agg: dict, mode: str, conc: float, target: str, series: str = "total_ms") -> dict[str, float] | None:
     t, d = agg.get((mode, conc, target)), agg.get((mode, conc, "direct"))
     if not t or not d or series not in t:
         return None
@@ -67,6 +68,13 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
             "cold_start_s": _med(results["cold_start_s"].get(target, [])),
             "peak_rss_mb": results["peak_rss_mb"]["process"].get(target),
         }
+    rate_agg = aggregate(results.get("rate_cells") or [], by="rate")
+    rates = results["settings"].get("rates") or []
+    h["rates"] = {
+        r: {t: added(rate_agg, "json", r, t) for t in ("gateway", "litellm")}
+        | {"stream_ttft": added(rate_agg, "stream", r, "gateway", "ttft_ms")}
+        for r in rates
+    }
     g, ll = h["gateway"], h["litellm"]
     if ll["added_ms"] and g["added_ms"]:
         h["rps_ratio"] = g["sustained_rps"][0] / ll["sustained_rps"][0] if ll["sustained_rps"][0] else None
@@ -97,11 +105,14 @@ def _ms(d: dict[str, float] | None) -> str:
     return " / ".join(f"{d[q]:.2f}" for q in QS) if d else "-"
 
 
-def table(results: dict[str, Any], mode: str) -> list[str]:
-    agg = aggregate(results["cells"])
+def table(results: dict[str, Any], mode: str, by: str = "concurrency") -> list[str]:
+    """One row per (level, target): closed-loop concurrency levels, or offered rates (by="rate")."""
+    rated = by == "rate"
+    agg = aggregate(results.get("rate_cells") or [] if rated else results["cells"], by=by)
     targets = [t for t in ("direct", "gateway", "litellm") if any(k[2] == t for k in agg)]
     series = "total_ms"
-    head = "| conc | target | req/s | errors | total p50 / p90 / p99 ms | added p50 / p90 / p99 ms |"
+    head = f"| {'offered req/s' if rated else 'conc'} | target | {'in flight ≤' if rated else 'req/s'} |"
+    head += " errors | total p50 / p90 / p99 ms | added p50 / p90 / p99 ms |"
     sep = "|---|---|---|---|---|---|"
     if mode == "stream":
         head += " TTFT p50 / p90 / p99 ms | added TTFT p50 / p90 / p99 ms |"
@@ -109,12 +120,13 @@ def table(results: dict[str, Any], mode: str) -> list[str]:
     head += " CPU s / 1k req | + PostgreSQL CPU s / 1k | load generator CPU (cores) |"
     sep += "---|---|---|"
     lines = [head, sep]
-    for conc in results["settings"]["levels"]:
+    for conc in results["settings"]["rates" if rated else "levels"]:
         for t in targets:
             a = agg.get((mode, conc, t))
             if not a:
                 continue
-            row = f"| {conc} | {t} | {a['rps']:.0f} | {a['error_rate']:.2%} | {_ms(a[series])} | "
+            load = f"{a['peak_in_flight']:.0f}" if rated else f"{a['rps']:.0f}"
+            row = f"| {conc:g} | {t} | {load} | {a['error_rate']:.2%} | {_ms(a[series])} | "
             row += ("-" if t == "direct" else _ms(added(agg, mode, conc, t))) + " |"
             if mode == "stream":
                 row += f" {_ms(a['ttft_ms'])} | "
@@ -163,8 +175,30 @@ def markdown(results: dict[str, Any], notes: str | None) -> str:
     ):
         cells = [fmt.format(x[field]) if x[field] is not None and x[field] == x[field] else "-" for x in (g, ll)]
         out.append(f"| {label} | {cells[0]} | {cells[1]} |")
-    out += ["", "## Non-streaming (wrk, 1 thread)", "", *table(results, "json")]
-    out += ["", "## Streaming (bench/loadgen.py, 1 asyncio process)", "", *table(results, "stream")]
+    for r, fig in h.get("rates", {}).items():
+        out.append(
+            f"| added p50 / p90 / p99 at a fixed {r:g} req/s (open loop), ms | {_ms(fig['gateway'])} "
+            f"| {_ms(fig['litellm'])} |"
+        )
+    out += ["", "## Non-streaming, closed loop (wrk, 1 thread)", "", *table(results, "json")]
+    out += ["", "## Streaming, closed loop (bench/loadgen.py, 1 asyncio process)", "", *table(results, "stream")]
+    if results.get("rate_cells"):
+        out += [
+            "",
+            "## At a fixed offered rate (open loop, bench/loadgen.py)",
+            "",
+            "Requests are due at fixed intervals whatever the answers do; latency counts from when a request was "
+            "due. Below saturation this is the latency the hot path adds, without the queue a closed loop "
+            "builds in front of a busy worker. `in flight ≤` is the most requests outstanding at once.",
+            "",
+            "Non-streaming:",
+            "",
+            *table(results, "json", by="rate"),
+            "",
+            "Streaming:",
+            "",
+            *table(results, "stream", by="rate"),
+        ]
     out += ["", "## Cold start: process spawn → first 200 chat completion, seconds", ""]
     for t, v in results["cold_start_s"].items():
         out.append(f"- {t}: " + ", ".join(f"{x:.2f}" for x in v) + f" (median {_med(v):.2f})")
@@ -195,10 +229,10 @@ def markdown(results: dict[str, Any], notes: str | None) -> str:
 # Each sample goes to the first bucket whose marker is on its stack (order matters: most specific first).
 BUCKETS = (
     ("usage write + billing charge (UsageWriter._run, group commit)", ("UsageWriter._run", "billing/ledger")),
-    ("quota admission (billing Admission.admit: a DB read per request)", ("billing/admission",)),
-    ("key lookup (auth.authenticate: a DB read per request)", ("authenticate (gateway/auth",)),
-    ("model resolve (adapters.resolve)", ("resolve (gateway/adapters",)),
-    ("engine call: httpx/httpcore/anyio (EngineClient.post/stream)", ("gateway/engine/client.py", "httpcore/")),
+    ("admission: open row, limits, holds (group commit)", ("gateway/usage/open_requests", "billing/admission")),
+    ("key lookup (gateway/auth, cached)", ("gateway/auth/",)),
+    ("model resolve (gateway/adapters, cached)", ("gateway/adapters/",)),
+    ("engine call: aiohttp (gateway/engine)", ("gateway/engine/", "aiohttp/")),
     ("other DB work (pool connect/close/ping; callers hidden by greenlets)", ("sqlalchemy/", "asyncpg/")),
     ("metering bookkeeping (ProxyService._record, usage_row)", ("ProxyService._record", "usage_row")),
     ("Litestar: routing, DI, body parsing, response serialisation", ("litestar/",)),

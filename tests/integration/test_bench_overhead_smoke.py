@@ -30,10 +30,20 @@ def test_gateway_overhead_smoke(tmp_path: Path) -> None:
         assert c["cpu_per_1k"] >= 0 and c["loadgen_cpu_s"] >= 0
         if c["mode"] == "stream":
             assert set(c["ttft_ms"]) == {"p50", "p90", "p99"}
+    # The open-loop cells: requests paced at the offered rate (a closed loop would send far more to the mock).
+    rated = results["rate_cells"]
+    assert {(c["target"], c["mode"], c["rate"]) for c in rated} == {
+        (t, m, 50.0) for t in ("direct", "gateway") for m in ("json", "stream")
+    }
+    for c in rated:
+        expected = c["rate"] * results["settings"]["duration_s"]
+        assert 0.6 * expected <= c["requests"] <= 1.2 * expected + 1, c
+        assert c["peak_in_flight"] >= 1 and c["error_rate"] == 0
     assert len(results["cold_start_s"]["gateway"]) == 1 and results["cold_start_s"]["gateway"][0] > 0
     assert results["peak_rss_mb"]["process"]["gateway"] > 0
     report = (tmp_path / "gateway_overhead.md").read_text()
-    for heading in ("## Goals", "## Non-streaming", "## Streaming", "## Cold start", "## Machine, versions, settings"):
+    headings = ("## Goals", "## Non-streaming", "## Streaming", "## At a fixed offered rate", "## Cold start")
+    for heading in (*headings, "## Machine, versions, settings"):
         assert heading in report
 
 
