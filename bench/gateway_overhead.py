@@ -150,21 +150,22 @@ def tenant_key(base: str, admin_token: str) -> str:
 
 
 def profile(gw: Service, wrk: str, t: Target, args: argparse.Namespace, out_dir: Path, lua_dir: Path) -> dict:
-    """py-spy samples the gateway worker while it is under load (64 concurrent), JSON and stream."""
+    """py-spy samples the gateway worker under load: JSON and stream at 64 concurrent, and JSON at 1 (where
+    nothing is amortized over a batch: the per-request floor)."""
     spy = procs.BENCH_VENV / "bin" / "py-spy"
     if not spy.exists():
         return {"error": "py-spy is not installed in .data/bench-venv"}
     worker = max(procs.tree(gw.pid), key=lambda p: p.memory_info().rss).pid  # the worker, not a supervisor
     found: dict[str, Any] = {}
-    for mode in ("json", "stream"):
-        raw = out_dir / f"gateway_profile_{mode}.txt"
+    for key, mode, conc in (("json", "json", 64), ("stream", "stream", 64), ("json_c1", "json", 1)):
+        raw = out_dir / f"gateway_profile_{key}.txt"
         spy_argv = [str(spy), "record", "-p", str(worker), "-d", str(int(args.duration)), "-r", "250"]
         spy_argv += ["-f", "raw", "-o", str(raw), "--nonblocking"]
         sampler = subprocess.Popen(spy_argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)
-        measure(wrk, t, mode, 64, args, lua_dir)
+        measure(wrk, t, mode, conc, args, lua_dir)
         sampler.wait(60)
-        found[mode] = overhead_report.summarise_profile(raw) if raw.exists() else {"error": "no samples"}
+        found[key] = overhead_report.summarise_profile(raw) if raw.exists() else {"error": "no samples"}
     return found
 
 

@@ -211,7 +211,7 @@ def markdown(results: dict[str, Any], notes: str | None) -> str:
     ]
     for t, v in results["peak_rss_mb"]["process"].items():
         out.append(f"| {t} | {v:.0f} | {results['peak_rss_mb']['tree'][t]:.0f} |")
-    out += ["", "## Profile of the gateway worker under load (py-spy, 64 concurrent)", ""]
+    out += ["", "## Profile of the gateway worker under load (py-spy; json_c1 = JSON at 1 concurrent, else 64)", ""]
     out += profile_lines(results.get("profile") or {})
     if notes:
         out += ["", notes.strip()]

@@ -102,6 +102,9 @@ def gateway_env(database_url: str, engine: LocalEngine, admin_token: str, workdi
         "ENGINE_URL": engine.url,
         "GATEWAY_ADMIN_TOKEN": admin_token,
         "GATEWAY_DATA_DIR": str(workdir / "data"),
+        # A 2-core box whose vLLM CPU engine runs 50 streams at full tilt can take seconds to accept a connection
+        # (the default 5 s is meant for an engine with cores to spare); the fault tests are not about that.
+        "ENGINE_CONNECT_TIMEOUT": "30",
     }
 
 
