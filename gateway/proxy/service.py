@@ -66,6 +66,8 @@ class Relay:
     events: AsyncGenerator[bytes, None] = None  # type: ignore[assignment]  # set right after construction
     status: str = "client_closed"  # how it ended, if it ended without its final usage
     closed: bool = False
+    next_mark: float = 0.0  # when the running usage may be checkpointed again (the first one: at once)
+    late_mark: asyncio.TimerHandle | None = None  # a checkpoint due at next_mark for chunks relayed before it
 
 
 class ProxyService:
@@ -169,7 +171,6 @@ class ProxyService:
         call = relay.call
         rename = renamer(call.target.engine_model, call.client_model)
         first = True
-        next_mark = 0.0  # the first running usage is saved at once: from then on the prompt is never lost
         try:
             async for batch in events:
                 out = []
@@ -193,10 +194,8 @@ class ProxyService:
                         elif tokens is not None:
                             # Every event of this read goes to the client in the write below: the running usage
                             # billed on a hang-up is the engine's as of the last chunk handed to the client.
-                            total = relay.running.update(event, tokens)
-                            if (now := time.monotonic()) >= next_mark:
-                                next_mark = now + self.checkpoint_interval_s
-                                self.writer.checkpoint(call.request_id, total.prompt, total.completion)
+                            relay.running.update(event, tokens)
+                            self._checkpoint(relay)
                     out.append(rename(event))
                     out.append(b"\n\n")
                 if out:
@@ -210,6 +209,23 @@ class ProxyService:
         finally:
             await self._close(relay)
 
+    def _checkpoint(self, relay: Relay) -> None:
+        """Save the stream's running usage (what a crash would leave to bill) at most once per interval, and
+        no later than one interval after a chunk: a stream that goes quiet after a burst (the engine preempts
+        it, or a slow client holds it back) has its last relayed total saved too, not just an older one."""
+        now = time.monotonic()
+        if now >= relay.next_mark:
+            relay.next_mark = now + self.checkpoint_interval_s
+            total = relay.running.total
+            self.writer.checkpoint(relay.call.request_id, total.prompt, total.completion)
+        elif relay.late_mark is None:
+            relay.late_mark = asyncio.get_running_loop().call_later(relay.next_mark - now, self._late_mark, relay)
+
+    def _late_mark(self, relay: Relay) -> None:
+        relay.late_mark = None
+        if not relay.closed and not relay.call.metered:
+            self._checkpoint(relay)
+
     async def _close(self, relay: Relay) -> None:
         """Once per relay: close the engine stream (the engine aborts an unfinished generation), meter what the
         engine had produced if nothing was metered yet, settle. A client that hangs up cancels the relay
@@ -217,6 +233,8 @@ class ProxyService:
         if relay.closed:
             return
         relay.closed = True
+        if relay.late_mark is not None:
+            relay.late_mark.cancel()
         call = relay.call
         with anyio.CancelScope(shield=True):
             await relay.stack.aclose()

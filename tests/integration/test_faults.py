@@ -9,7 +9,10 @@ gives, and print the measured gap.
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import signal
 import time
 from typing import Any
 
@@ -70,6 +73,45 @@ def test_upstream_is_cancelled_within_a_second_of_a_hang_up(
     # What was relayed before the hang-up (vLLM's first chunk, the role, carries no token yet), within what was made.
     assert row["status"] == "client_closed"
     assert 0 <= row["completion_tokens"] <= produced
+
+
+def test_a_stream_that_goes_quiet_has_its_last_total_checkpointed(
+    gateway: Any, engine: LocalEngine, make_tenant: Any, sql: Sql
+) -> None:
+    """A burst, then silence (the engine is stopped with SIGSTOP, as when it preempts a request): within one
+    checkpoint interval (1 s) the open row holds at least what the client received, not the total of the
+    burst's first chunk, which is all a crash would have billed before."""
+    t = make_tenant(billing_mode="postpaid")
+    engine_settled(engine.url)
+    assert engine.proc is not None
+    received = 0
+    with httpx.stream(
+        "POST", f"{gateway.url}/v1/chat/completions", headers=t.headers, json=stream_body(900), timeout=60
+    ) as r:
+        assert r.status_code == 200
+        request_id = r.headers["x-request-id"]
+        lines = r.iter_lines()
+        try:
+            for line in lines:
+                chunk = json.loads(line[6:]) if line.startswith("data: {") else {}
+                if chunk.get("choices") and chunk.get("usage"):
+                    received = chunk["usage"]["completion_tokens"]
+                    if received >= 20:
+                        os.killpg(engine.proc.pid, signal.SIGSTOP)
+                        break
+            stopped = time.monotonic()
+            time.sleep(2.5)
+            row = sql.one(
+                "SELECT completion_tokens, checkpoint_at FROM open_requests WHERE request_id = $1", request_id
+            )
+        finally:
+            os.killpg(engine.proc.pid, signal.SIGCONT)
+        print(f"received {received} before the engine stopped; open row after {time.monotonic() - stopped:.1f}s: {row}")
+        assert row["completion_tokens"] >= received >= 20
+        for _ in lines:  # the engine goes on: the stream ends normally
+            pass
+    wait_for(lambda: len(usage_rows(sql, t.id)) == 1, 10, "the usage row")
+    assert [(r["status"], r["completion_tokens"]) for r in usage_rows(sql, t.id)] == [("ok", 900)]
 
 
 def test_clients_hanging_up_at_random_points(gateway: Any, engine: LocalEngine, make_tenant: Any, sql: Sql) -> None:
