@@ -198,6 +198,10 @@ def _kill_and_settle(
     # Received by then ⇒ checkpointed and committed before the kill: one interval, plus a generous margin for
     # a gateway whose one core is saturated by 50 fast streams (commits then lag by a second or two).
     safe = killed_at - interval - 5.0
+    for s in seen:  # the story of each stream, for when an assertion below fails
+        last = f"{s.marks[-1][0] - killed_at:+.2f}s" if s.marks else "-"
+        row = rows[s.request_id]
+        print(f"{s.request_id}: received {s.last[0]} (last at {last}), row {row['status']} {row['completion_tokens']}")
     for s in seen:
         row = rows[s.request_id]
         if s.done:  # finished (and metered) before the kill
