@@ -73,25 +73,6 @@ class Admission:
         process applies at once. An admission batch reads it once for all its prepaid requests."""
         return await price_book(conn, models) if models else {}
 
-    async def decide(
-        self,
-        conn: AsyncConnection,
-        state: AccountState,
-        adapter_id: str | None,
-        base_model: str,
-        max_tokens: int,
-        held_tokens: int,
-        held_micros: int,
-    ) -> Ticket:
-        """This request's hold, or InsufficientQuota. `held_*` is what the tenant's other open requests hold;
-        read it BEFORE `state` in the same transaction: a request settling in between is then counted twice
-        (held and charged), never zero times. The price is read in the transaction too: a price set a moment
-        ago by another process applies at once."""
-        if not state.prepaid:
-            return Ticket()
-        book = await self.prices(conn, {m for m in (adapter_id, base_model) if m})
-        return self.decide_priced(book, state, adapter_id, base_model, max_tokens, held_tokens, held_micros)
-
     def decide_priced(
         self,
         book: dict[str, list[PriceVersion]],
@@ -102,7 +83,10 @@ class Admission:
         held_tokens: int,
         held_micros: int,
     ) -> Ticket:
-        """`decide` with the price book already read (by `prices`, in the same transaction)."""
+        """This request's hold, or InsufficientQuota. `held_*` is what the tenant's other open requests hold;
+        read it BEFORE `state` in the same transaction: a request settling in between is then counted twice
+        (held and charged), never zero times. `book` comes from `prices`, read in the same transaction: a price
+        set a moment ago by another process applies at once."""
         if not state.prepaid:
             return Ticket()
         price = choose_price(book, adapter_id, base_model, datetime.now(UTC))

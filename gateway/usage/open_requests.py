@@ -191,7 +191,7 @@ class OpenRequests:
             # processes never wait for each other in a cycle); only tenants last seen postpaid and without
             # a concurrency limit are not.
             held = await _lock_and_count(conn, [t for t in tenants if t in limited or t not in self._postpaid])
-            states = await self._admission.states(conn, tenants)  # after `held`: see Admission.decide
+            states = await self._admission.states(conn, tenants)  # after `held`: see Admission.decide_priced
             late = {t for t in tenants if t not in held and states[t].prepaid}
             if late:  # turned prepaid since we last saw them: again (rolled back), locking them too, in order
                 self._postpaid -= late
