@@ -100,9 +100,12 @@ class Instance:
                 if ticks % 2 == 0:
                     await self.sweep()
             except Exception as exc:
-                if not is_unavailable(exc):
-                    raise
-                log.info("database unavailable; heartbeat and sweep retried in %.0fs", beat)
+                # Never stop beating: a process whose heartbeat task died would be taken for dead by the others
+                # while it still serves, and its open requests settled from their checkpoints under its feet.
+                if is_unavailable(exc):
+                    log.info("database unavailable; heartbeat and sweep retried in %.0fs", beat)
+                else:
+                    log.exception("heartbeat or sweep failed; retried in %.0fs", beat)
 
 
 def _lost(o: Any) -> dict[str, Any]:
