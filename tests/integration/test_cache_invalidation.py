@@ -4,13 +4,11 @@ once (PostgreSQL NOTIFY), and a process that loses its listening connection stop
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import ARTIFACTS
 from tests.support.processes import GatewayProcess
 from tests.support.sql import Sql
 
@@ -18,12 +16,9 @@ CHAT = {"model": "tiny-base", "messages": [{"role": "user", "content": "hi"}], "
 
 
 @pytest.fixture(scope="module")
-def other(gateway_env: dict[str, str]) -> Iterator[GatewayProcess]:
+def other(second_gateway: GatewayProcess) -> GatewayProcess:
     """A second gateway process on the same database; the admin changes go through the session's gateway."""
-    gw = GatewayProcess(gateway_env, ARTIFACTS / "gateway-cache-other.log")
-    gw.start()
-    yield gw
-    gw.stop()
+    return second_gateway
 
 
 def _chat(gw: GatewayProcess, headers: dict[str, str], model: str = "tiny-base") -> httpx.Response:
