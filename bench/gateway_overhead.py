@@ -142,6 +142,14 @@ def measure(
     return r
 
 
+def _progress(rnd: int, mode: str, load: str, t: Target, cell: dict, extra: str = "") -> None:
+    print(
+        f"round {rnd} {mode:6} {load} {t.name:8} {cell['rps']:8.0f} req/s p50 {cell['total_ms']['p50']:7.2f} "
+        f"p99 {cell['total_ms']['p99']:7.2f} ms {extra}err {cell['error_rate']:.2%}",
+        flush=True,
+    )
+
+
 def tenant_key(base: str, admin_token: str) -> str:
     admin = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {admin_token}"}, timeout=30)
     tenant = admin.post("/admin/tenants", json={"name": f"bench-{secrets.token_hex(4)}"}).json()["id"]
@@ -177,7 +185,7 @@ def main() -> None:
         "--rates",
         default="25,200",
         help="open loop: offered requests/s, below the gateway's saturation, so that added latency is the hot "
-        "path's and not a queue's (LiteLLM runs only the lowest: it saturates near 60 req/s here)",
+        "path's and not a queue's (LiteLLM runs only the lowest: it saturates near 60-80 req/s here)",
     )
     p.add_argument("--duration", type=float, default=6.0, help="measured seconds per cell")
     p.add_argument("--warmup", type=float, default=1.0)
@@ -244,24 +252,14 @@ def main() -> None:
                     for t in order:
                         cell = measure(wrk, t, mode, conc, args, run_dir) | {"round": rnd}
                         cells.append(cell)
-                        print(
-                            f"round {rnd} {mode:6} c={conc:<3} {t.name:8} {cell['rps']:8.0f} req/s "
-                            f"p50 {cell['total_ms']['p50']:7.2f} p99 {cell['total_ms']['p99']:7.2f} ms "
-                            f"err {cell['error_rate']:.2%}",
-                            flush=True,
-                        )
+                        _progress(rnd, mode, f"c={conc:<3}", t, cell)
                 for rate in rates:
                     for t in order:
                         if t.name == "litellm" and rate > min(rates):
                             continue
                         cell = measure(wrk, t, mode, 0, args, run_dir, rate) | {"round": rnd}
                         rate_cells.append(cell)
-                        print(
-                            f"round {rnd} {mode:6} {rate:5.0f}/s {t.name:8} {cell['rps']:8.0f} req/s "
-                            f"p50 {cell['total_ms']['p50']:7.2f} p99 {cell['total_ms']['p99']:7.2f} ms "
-                            f"in flight ≤ {cell['peak_in_flight']} err {cell['error_rate']:.2%}",
-                            flush=True,
-                        )
+                        _progress(rnd, mode, f"{rate:5.0f}/s", t, cell, f"in flight ≤ {cell['peak_in_flight']} ")
         prof = {} if args.no_profile else profile(gw, wrk, targets[1], args, args.out, run_dir)
 
         cold: dict[str, list[float]] = {"gateway": []}
