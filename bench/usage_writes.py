@@ -25,7 +25,7 @@ import sqlalchemy as sa
 
 from bench.procs import ROOT
 from gateway import ids
-from gateway.db import create_engine
+from gateway.db import create_engine, create_pool
 from gateway.settings import DatabaseSettings
 from gateway.timeutil import utcnow
 from gateway.usage.writer import UsageWriter, usage_row
@@ -64,8 +64,8 @@ async def _seed(engine: Any) -> tuple[str, str]:
     return tenant, key
 
 
-async def level(engine: Any, tenant: str, key: str, concurrency: int, seconds: float) -> dict[str, Any]:
-    writer = CountingWriter(engine)
+async def level(engine: Any, pool: Any, tenant: str, key: str, concurrency: int, seconds: float) -> dict[str, Any]:
+    writer = CountingWriter(pool)
     writer.start()
     prefix = f"req_c{concurrency}_{ids.new_id('', 6)}_"
     latencies: list[float] = []
@@ -120,13 +120,15 @@ async def level(engine: Any, tenant: str, key: str, concurrency: int, seconds: f
 
 
 async def run(database_url: str, levels: list[int], seconds: float) -> list[dict[str, Any]]:
-    engine = create_engine(DatabaseSettings(url=database_url))
+    settings = DatabaseSettings(url=database_url)
+    engine = create_engine(settings)
+    pool = await create_pool(settings)
     try:
         tenant, key = await _seed(engine)
-        await level(engine, tenant, key, 4, min(seconds, 0.5))  # warm the pool and the caches
+        await level(engine, pool, tenant, key, 4, min(seconds, 0.5))  # warm the pool and the caches
         results = []
         for c in levels:
-            r = await level(engine, tenant, key, c, seconds)
+            r = await level(engine, pool, tenant, key, c, seconds)
             results.append(r)
             print(
                 f"c={c:<4} {r['rows_per_s']:8.0f} rows/s  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms  "
@@ -135,6 +137,7 @@ async def run(database_url: str, levels: list[int], seconds: float) -> list[dict
             )
         return results
     finally:
+        await pool.close()
         await engine.dispose()
 
 

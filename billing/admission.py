@@ -11,25 +11,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from billing.errors import InsufficientQuota
 from billing.ledger import AccountDefaults, price_book
 from billing.money import MICROS_PER_MINOR
 from billing.rating import PriceVersion, choose_price
+from billing.sql import Queries
 
-_STATES = sa.text(
-    """
+_STATES = """
     SELECT a.tenant_id, a.mode, coalesce(l.balance_after_micros, 0) AS credit, coalesce(l.trial_after, 0) AS trial
     FROM billing_accounts a
     LEFT JOIN LATERAL (
         SELECT balance_after_micros, trial_after FROM ledger_entries
         WHERE tenant_id = a.tenant_id ORDER BY id DESC LIMIT 1
     ) l ON true
-    WHERE a.tenant_id = ANY(CAST(:ts AS text[]))
-    """
-)
+    WHERE a.tenant_id = ANY($1::text[])
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,23 +51,19 @@ class Admission:
     def __init__(self, defaults: AccountDefaults) -> None:
         self._defaults = defaults
 
-    async def state(self, conn: AsyncConnection, tenant_id: str) -> AccountState:
-        """The tenant's billing mode, credit and trial tokens as the ledger has them now."""
-        return (await self.states(conn, [tenant_id]))[tenant_id]
-
-    async def states(self, conn: AsyncConnection, tenant_ids: list[str]) -> dict[str, AccountState]:
-        """`state` of several tenants in one query."""
+    async def states(self, q: Queries, tenant_ids: list[str]) -> dict[str, AccountState]:
+        """Each tenant's billing mode, credit and trial tokens as the ledger has them now, in one query."""
         found = {
-            row.tenant_id: AccountState(row.mode, int(row.credit), int(row.trial))
-            for row in await conn.execute(_STATES, {"ts": tenant_ids})
+            row["tenant_id"]: AccountState(row["mode"], int(row["credit"]), int(row["trial"]))
+            for row in await q.fetch(_STATES, tenant_ids)
         }
         default = AccountState(self._defaults.mode, 0, self._defaults.trial_tokens)
         return {t: found.get(t, default) for t in tenant_ids}
 
-    async def prices(self, conn: AsyncConnection, models: set[str]) -> dict[str, list[PriceVersion]]:
-        """The price book of `models`, read in `conn`'s transaction: a price set a moment ago by another
+    async def prices(self, q: Queries, models: set[str]) -> dict[str, list[PriceVersion]]:
+        """The price book of `models`, read in the caller's transaction: a price set a moment ago by another
         process applies at once. An admission batch reads it once for all its prepaid requests."""
-        return await price_book(conn, models) if models else {}
+        return await price_book(q, models) if models else {}
 
     def decide_priced(
         self,

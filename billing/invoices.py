@@ -9,9 +9,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from billing.ledger import INVOICES, LEDGER, _lock, period_unit
+from billing.ledger import INVOICES, LEDGER, lock_accounts, period_unit
 from billing.models import InvoiceLine, StripeOutbox
 from billing.money import round_half_up, split_rounded
+from billing.sql import Alchemy
 
 LINES = InvoiceLine.__table__  # type: ignore[attr-defined]
 OUTBOX = StripeOutbox.__table__  # type: ignore[attr-defined]
@@ -36,7 +37,7 @@ async def close_period(conn: AsyncConnection, period: str) -> list[dict[str, Any
         )
     ]
     for tenant_id in sorted(tenants):
-        await _lock(conn, [tenant_id], None)
+        await lock_accounts(Alchemy(conn), [tenant_id], None)
         if (await _invoice_row(conn, tenant_id, period)) is None:
             await _create_invoice(conn, tenant_id, period)
     return await list_invoices(conn, period=period)

@@ -12,13 +12,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import distinct_on, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billing.errors import InvalidBillingInput, UnknownAccount
 from billing.models import BillingAccount, Invoice, LedgerEntry, Price
 from billing.money import MICROS_PER_MINOR
 from billing.rating import PriceVersion, choose_price, rate
+from billing.sql import Alchemy, Queries
 
 ACCOUNTS = BillingAccount.__table__  # type: ignore[attr-defined]
 LEDGER = LedgerEntry.__table__  # type: ignore[attr-defined]
@@ -80,59 +80,76 @@ async def open_account(conn: AsyncConnection, tenant_id: str, mode: str, trial_t
         raise InvalidBillingInput("billing_mode must be 'prepaid' or 'postpaid'.", param="billing_mode")
     if trial_tokens < 0:
         raise InvalidBillingInput("trial_tokens must be ≥ 0.", param="trial_tokens")
-    await _ensure_accounts(conn, [tenant_id], AccountDefaults(mode, trial_tokens, currency))
+    await _ensure_accounts(Alchemy(conn), [tenant_id], AccountDefaults(mode, trial_tokens, currency))
 
 
-async def _ensure_accounts(conn: AsyncConnection, tenant_ids: list[str], d: AccountDefaults) -> None:
+_CREATE_ACCOUNTS = """
+    INSERT INTO billing_accounts (tenant_id, mode, currency, created_at)
+    SELECT t, $2, $3, $4 FROM unnest($1::text[]) AS t
+    ON CONFLICT DO NOTHING RETURNING tenant_id
+"""
+_GRANT_TRIALS = """
+    INSERT INTO ledger_entries (tenant_id, kind, occurred_at, prompt_tokens, completion_tokens, prompt_price,
+        completion_price, amount_micros, trial_delta, trial_after, balance_after_micros, note, created_at)
+    SELECT t, 'trial_grant', $3, 0, 0, 0, 0, 0, $2, $2, 0, 'free trial', $3 FROM unnest($1::text[]) AS t
+"""
+# Tenant order: two writers never wait for each other's locks in a cycle.
+_LOCK = "SELECT tenant_id FROM billing_accounts WHERE tenant_id = ANY($1::text[]) ORDER BY tenant_id FOR UPDATE"
+_LATEST = """
+    SELECT DISTINCT ON (tenant_id) tenant_id, balance_after_micros, trial_after FROM ledger_entries
+    WHERE tenant_id = ANY($1::text[]) ORDER BY tenant_id, id DESC
+"""
+_PRICES = """
+    SELECT model, prompt_per_million, completion_per_million, effective_from FROM prices
+    WHERE model = ANY($1::text[]) ORDER BY effective_from
+"""
+_CLOSED = "SELECT tenant_id, period FROM invoices WHERE tenant_id = ANY($1::text[])"
+# (column, PostgreSQL array type) of a charge entry, in the order charge_usage builds them.
+_CHARGE_COLUMNS = (
+    ("tenant_id", "text"), ("occurred_at", "timestamptz"), ("period", "text"), ("request_id", "text"),
+    ("model", "text"), ("prompt_tokens", "bigint"), ("completion_tokens", "bigint"), ("prompt_price", "bigint"),
+    ("completion_price", "bigint"), ("amount_micros", "bigint"), ("trial_delta", "bigint"),
+    ("balance_after_micros", "bigint"), ("trial_after", "bigint"),
+)  # fmt: skip
+_CHARGE = (
+    f"INSERT INTO ledger_entries (kind, created_at, {', '.join(c for c, _ in _CHARGE_COLUMNS)}) "
+    f"SELECT 'charge', $1, * FROM unnest({', '.join(f'${i}::{t}[]' for i, (_, t) in enumerate(_CHARGE_COLUMNS, 2))})"
+)
+
+
+async def _ensure_accounts(q: Queries, tenant_ids: list[str], d: AccountDefaults) -> None:
     """Accounts (with their trial grant) for tenants that have none yet: two statements, whatever the count."""
     now = datetime.now(UTC)
-    created = await conn.execute(
-        insert(ACCOUNTS)
-        .values([{"tenant_id": t, "mode": d.mode, "currency": d.currency, "created_at": now} for t in tenant_ids])
-        .on_conflict_do_nothing()
-        .returning(ACCOUNTS.c.tenant_id)
-    )
-    grants = [
-        {"tenant_id": t, "kind": "trial_grant", "occurred_at": now, "trial_delta": d.trial_tokens,
-         "trial_after": d.trial_tokens, "balance_after_micros": 0, "note": "free trial", "created_at": now}
-        for (t,) in created
-    ]  # fmt: skip
-    if grants:
-        await conn.execute(sa.insert(LEDGER), grants)
+    created = [r["tenant_id"] for r in await q.fetch(_CREATE_ACCOUNTS, tenant_ids, d.mode, d.currency, now)]
+    if created:
+        await q.execute(_GRANT_TRIALS, created, d.trial_tokens, now)
 
 
-async def _lock(conn: AsyncConnection, tenant_ids: list[str], defaults: AccountDefaults | None) -> dict[str, Any]:
-    """Lock the accounts (creating missing ones with the defaults); tenant → account row."""
-    if defaults is not None:
-        await _ensure_accounts(conn, tenant_ids, defaults)
-    rows = await conn.execute(
-        sa.select(ACCOUNTS).where(ACCOUNTS.c.tenant_id.in_(tenant_ids)).order_by(ACCOUNTS.c.tenant_id).with_for_update()
-    )
-    return {r.tenant_id: r for r in rows}
+async def lock_accounts(q: Queries, tenant_ids: list[str], defaults: AccountDefaults | None) -> set[str]:
+    """Lock the tenants' accounts (creating missing ones with the defaults, if given); the tenants locked."""
+    locked = {r["tenant_id"] for r in await q.fetch(_LOCK, tenant_ids)}
+    if defaults is not None and len(locked) < len(set(tenant_ids)):
+        await _ensure_accounts(q, tenant_ids, defaults)
+        locked = {r["tenant_id"] for r in await q.fetch(_LOCK, tenant_ids)}
+    return locked
 
 
-async def _latest(conn: AsyncConnection, tenant_ids: list[str]) -> dict[str, tuple[int, int]]:
+async def _latest(q: Queries, tenant_ids: list[str]) -> dict[str, tuple[int, int]]:
     """tenant → (credit balance in micros, trial tokens remaining), from each tenant's newest entry."""
-    stmt = (
-        sa.select(LEDGER.c.tenant_id, LEDGER.c.balance_after_micros, LEDGER.c.trial_after)
-        .where(LEDGER.c.tenant_id.in_(tenant_ids))
-        .order_by(LEDGER.c.tenant_id, LEDGER.c.id.desc())
-        .ext(distinct_on(LEDGER.c.tenant_id))
-    )
-    return {r.tenant_id: (r.balance_after_micros, r.trial_after) for r in await conn.execute(stmt)}
+    return {r["tenant_id"]: (r["balance_after_micros"], r["trial_after"]) for r in await q.fetch(_LATEST, tenant_ids)}
 
 
-async def price_book(conn: AsyncConnection, models: set[str] | None = None) -> dict[str, list[PriceVersion]]:
-    stmt = sa.select(PRICES).order_by(PRICES.c.effective_from)
-    if models is not None:
-        stmt = stmt.where(PRICES.c.model.in_(models))
+async def price_book(q: Queries, models: set[str]) -> dict[str, list[PriceVersion]]:
+    """The price versions of `models`, oldest first."""
     book: dict[str, list[PriceVersion]] = defaultdict(list)
-    for r in await conn.execute(stmt):
-        book[r.model].append(PriceVersion(r.model, r.prompt_per_million, r.completion_per_million, r.effective_from))
+    for r in await q.fetch(_PRICES, list(models)):
+        book[r["model"]].append(
+            PriceVersion(r["model"], r["prompt_per_million"], r["completion_per_million"], r["effective_from"])
+        )
     return book
 
 
-async def charge_usage(conn: AsyncConnection, rows: list[dict[str, Any]], defaults: AccountDefaults) -> None:
+async def charge_usage(q: Queries, rows: list[dict[str, Any]], defaults: AccountDefaults) -> None:
     """One charge per usage row, in the caller's transaction (the one that inserts the usage rows).
 
     Each row needs: request_id, tenant_id, adapter_id, base_model, prompt_tokens, completion_tokens,
@@ -142,17 +159,11 @@ async def charge_usage(conn: AsyncConnection, rows: list[dict[str, Any]], defaul
     if not rows:
         return
     tenant_ids = sorted({r["tenant_id"] for r in rows})
-    await _lock(conn, tenant_ids, defaults)
-    balances = await _latest(conn, tenant_ids)
-    book = await price_book(conn, {m for r in rows for m in (r["adapter_id"], r["base_model"]) if m})
-    closed = {
-        (r.tenant_id, r.period)
-        for r in await conn.execute(
-            sa.select(INVOICES.c.tenant_id, INVOICES.c.period).where(INVOICES.c.tenant_id.in_(tenant_ids))
-        )
-    }
+    await lock_accounts(q, tenant_ids, defaults)
+    balances = await _latest(q, tenant_ids)
+    book = await price_book(q, {m for r in rows for m in (r["adapter_id"], r["base_model"]) if m})
+    closed = {(r["tenant_id"], r["period"]) for r in await q.fetch(_CLOSED, tenant_ids)}
     entries = []
-    now = datetime.now(UTC)
     for row in rows:
         tenant = row["tenant_id"]
         credit, trial = balances.get(tenant, (0, 0))
@@ -164,17 +175,13 @@ async def charge_usage(conn: AsyncConnection, rows: list[dict[str, Any]], defaul
         while (tenant, period) in closed:
             period = next_period(period)
         entries.append(
-            {
-                "tenant_id": tenant, "kind": "charge", "occurred_at": row["started_at"], "period": period,
-                "request_id": row["request_id"], "model": row["adapter_id"] or row["base_model"],
-                "prompt_tokens": row["prompt_tokens"], "completion_tokens": row["completion_tokens"],
-                "prompt_price": price.prompt_per_million, "completion_price": price.completion_per_million,
-                "amount_micros": -charge.amount_micros, "trial_delta": -charge.trial_used,
-                "balance_after_micros": credit, "trial_after": trial, "note": None, "idempotency_key": None,
-                "created_at": now,
-            }
+            (
+                tenant, row["started_at"], period, row["request_id"], row["adapter_id"] or row["base_model"],
+                row["prompt_tokens"], row["completion_tokens"], price.prompt_per_million,
+                price.completion_per_million, -charge.amount_micros, -charge.trial_used, credit, trial,
+            )
         )  # fmt: skip
-    await conn.execute(sa.insert(LEDGER), entries)
+    await q.execute(_CHARGE, datetime.now(UTC), *(list(column) for column in zip(*entries, strict=True)))
 
 
 async def add_entry(
@@ -188,14 +195,13 @@ async def add_entry(
     """A credit (top-up) or payment; with an idempotency key, the same request twice is one entry."""
     if amount_minor <= 0:
         raise InvalidBillingInput("amount must be a positive integer in minor units.", param="amount")
-    accounts = await _lock(conn, [tenant_id], None)
-    if tenant_id not in accounts:
+    if tenant_id not in await lock_accounts(Alchemy(conn), [tenant_id], None):
         raise UnknownAccount(f"No billing account for tenant {tenant_id!r}.")
     if idempotency_key:
         existing = (await conn.execute(sa.select(LEDGER).where(LEDGER.c.idempotency_key == idempotency_key))).first()
         if existing is not None:
             return dict(existing._mapping)
-    credit, trial = (await _latest(conn, [tenant_id])).get(tenant_id, (0, 0))
+    credit, trial = (await _latest(Alchemy(conn), [tenant_id])).get(tenant_id, (0, 0))
     delta = amount_minor * MICROS_PER_MINOR if kind == "credit" else 0
     now = datetime.now(UTC)
     row = (
@@ -216,5 +222,5 @@ async def balance(conn: AsyncConnection, tenant_id: str) -> Balance:
     account = (await conn.execute(sa.select(ACCOUNTS).where(ACCOUNTS.c.tenant_id == tenant_id))).first()
     if account is None:
         raise UnknownAccount(f"No billing account for tenant {tenant_id!r}.")
-    credit, trial = (await _latest(conn, [tenant_id])).get(tenant_id, (0, 0))
+    credit, trial = (await _latest(Alchemy(conn), [tenant_id])).get(tenant_id, (0, 0))
     return Balance(tenant_id, account.mode, account.currency, credit, trial)

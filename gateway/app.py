@@ -67,18 +67,19 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Any:
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         db_engine = db.create_engine(settings.database)
+        metering = await db.create_pool(settings.database)
         # The pool's health watch brings each engine up (its adapters loaded) before it takes traffic.
         engines = EnginePool(
             settings.engine, metrics, lambda base: adapters.ready_on(db_engine, base), load_lock(db_engine)
         )
         engines.start()
         defaults = account_defaults(settings)
-        writer = UsageWriter(db_engine, on_commit=lambda conn, rows: ledger.charge_usage(conn, rows, defaults))
+        writer = UsageWriter(metering, on_commit=lambda conn, rows: ledger.charge_usage(conn, rows, defaults))
         admission = Admission(defaults)
-        open_requests = OpenRequests(db_engine, admission, new_instance_id())
+        open_requests = OpenRequests(metering, admission, new_instance_id())
         writer.on_closed = open_requests.closed
         open_requests.on_abandoned = writer.discard_later
-        instance = Instance(db_engine, open_requests, writer, settings.server.instance_timeout_s)
+        instance = Instance(metering, open_requests, writer, settings.server.instance_timeout_s)
         await instance.register()  # before any request is admitted: our open rows are never taken for orphans
         limiter = RateLimiter(db_engine)
         channel = Invalidations(settings.database.plain_url())
@@ -124,6 +125,7 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Any:
             except Exception:  # the others notice our silence instead
                 log.warning("could not sign off from the database; other processes will settle our leftovers")
             await engines.aclose()
+            await metering.close()
             await db_engine.dispose()
             metrics.process_exit()
 

@@ -1,4 +1,10 @@
-"""Database engine and sessions; the translation of driver errors into DatabaseUnavailable."""
+"""Database engine and sessions, the metering pool; the translation of driver errors into DatabaseUnavailable.
+
+Two ways in, one database: SQLAlchemy (sessions, the ORM tables) for everything but the per-request path, and
+a small asyncpg pool for the per-request transactions (admission, usage rows and their charges, checkpoints),
+which run prepared statements on the driver directly: SQLAlchemy's execute path, its greenlet hop and the
+pool's pre-ping cost several times the round trip itself there (bench/results/gateway_overhead_notes.md).
+"""
 
 from __future__ import annotations
 
@@ -39,6 +45,23 @@ def create_engine(settings: DatabaseSettings) -> AsyncEngine:
     )
 
 
+async def create_pool(settings: DatabaseSettings) -> asyncpg.Pool:
+    """The metering pool: a few connections (each hot-path task holds one at a time), prepared statements
+    cached per connection, and no reset query on release (its users only run whole transactions)."""
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        settings.plain_url(),
+        min_size=1,
+        max_size=settings.hot_pool_size,
+        reset=_keep_session,
+        timeout=settings.pool_timeout_s,
+    )
+    return pool
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """asyncpg has already rolled back an unfinished transaction; there is no session state to reset."""
+
+
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
 
@@ -51,6 +74,8 @@ _UNAVAILABLE = (
     asyncpg.exceptions.AdminShutdownError,
     sa_exc.TimeoutError,
     sa_exc.InterfaceError,
+    asyncpg.InterfaceError,
+    TimeoutError,  # waiting for a pool connection or a connect
 )
 
 
@@ -71,7 +96,15 @@ async def guarded() -> AsyncIterator[None]:
     """Re-raise connection failures as DatabaseUnavailable (503), leave real bugs alone."""
     try:
         yield
-    except (sa_exc.DBAPIError, sa_exc.TimeoutError, sa_exc.InterfaceError, OSError) as exc:
+    except (
+        sa_exc.DBAPIError,
+        sa_exc.TimeoutError,
+        sa_exc.InterfaceError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        OSError,
+        TimeoutError,
+    ) as exc:
         if is_unavailable(exc):
             raise DatabaseUnavailable() from exc
         raise

@@ -17,8 +17,7 @@ import socket
 from datetime import timedelta
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+import asyncpg
 
 from gateway import ids
 from gateway.db import is_unavailable
@@ -28,24 +27,20 @@ from gateway.usage.writer import UsageWriter, usage_row
 
 log = logging.getLogger(__name__)
 
-_REGISTER = sa.text(
-    """
+_REGISTER = """
     INSERT INTO gateway_instances (id, host, pid, started_at, heartbeat_at, expires_at)
-    VALUES (:id, :host, :pid, now(), now(), now() + make_interval(secs => :s))
+    VALUES ($1, $2, $3, now(), now(), now() + make_interval(secs => $4))
     ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), expires_at = EXCLUDED.expires_at
-    """
-)
-_GOODBYE = sa.text("DELETE FROM gateway_instances WHERE id = :id")
-_FORGET = sa.text("DELETE FROM gateway_instances WHERE expires_at < now() - interval '1 hour'")
-_ORPHANS = sa.text(
-    """
+"""
+_GOODBYE = "DELETE FROM gateway_instances WHERE id = $1"
+_FORGET = "DELETE FROM gateway_instances WHERE expires_at < now() - interval '1 hour'"
+_ORPHANS = """
     DELETE FROM open_requests o
-    WHERE (o.instance_id <> :me AND NOT EXISTS (
+    WHERE (o.instance_id <> $1 AND NOT EXISTS (
               SELECT 1 FROM gateway_instances g WHERE g.id = o.instance_id AND g.expires_at >= now()))
-       OR (o.instance_id = :me AND NOT (o.request_id = ANY(CAST(:live AS text[]))) AND o.started_at < :before)
+       OR (o.instance_id = $1 AND NOT (o.request_id = ANY($2::text[])) AND o.started_at < $3)
     RETURNING o.*
-    """
-)
+"""
 
 
 def new_instance_id() -> str:
@@ -55,32 +50,27 @@ def new_instance_id() -> str:
 class Instance:
     """This process in the gateway_instances table."""
 
-    def __init__(self, db: AsyncEngine, open_requests: OpenRequests, writer: UsageWriter, timeout_s: float) -> None:
-        self._db = db
+    def __init__(self, pool: asyncpg.Pool, open_requests: OpenRequests, writer: UsageWriter, timeout_s: float) -> None:
+        self._pool = pool
         self._open = open_requests
         self._writer = writer
         self.timeout_s = timeout_s
         self.id = open_requests.instance_id
 
     async def register(self) -> None:
-        async with self._db.begin() as conn:
-            await conn.execute(
-                _REGISTER,
-                {"id": self.id, "host": socket.gethostname()[:200], "pid": os.getpid(), "s": self.timeout_s},
-            )
+        async with self._pool.acquire() as conn:
+            await conn.execute(_REGISTER, self.id, socket.gethostname()[:200], os.getpid(), self.timeout_s)
 
     async def goodbye(self) -> None:
         """Graceful exit: our open rows are all settled by now; leftovers are settled by the others at once."""
-        async with self._db.begin() as conn:
-            await conn.execute(_GOODBYE, {"id": self.id})
+        async with self._pool.acquire() as conn:
+            await conn.execute(_GOODBYE, self.id)
 
     async def sweep(self) -> int:
         """Settle orphaned open requests; the number settled."""
         before = utcnow() - timedelta(seconds=self.timeout_s)
-        async with self._db.begin() as conn:
-            orphans = (
-                await conn.execute(_ORPHANS, {"me": self.id, "live": list(self._open.live), "before": before})
-            ).mappings().all()  # fmt: skip
+        async with self._pool.acquire() as conn, conn.transaction():
+            orphans = await conn.fetch(_ORPHANS, self.id, list(self._open.live), before)
             if orphans:
                 await self._writer.insert_usage(conn, [_lost(o) for o in orphans])
             await conn.execute(_FORGET)

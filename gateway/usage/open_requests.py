@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+import asyncpg
 
 from billing.admission import AccountState, Admission, Ticket
 from billing.errors import BillingError
@@ -36,23 +35,18 @@ from gateway.timeutil import utcnow
 log = logging.getLogger(__name__)
 
 # Tenants in sorted order, so that two batches (any processes) never wait for each other's locks in a cycle.
-_LOCK = sa.text("SELECT pg_advisory_xact_lock(hashtextextended(t, 7231)) FROM unnest(CAST(:ts AS text[])) AS t")
-_HELD = sa.text(
-    """
+_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(t, 7231)) FROM unnest($1::text[]) AS t"
+_HELD = """
     SELECT tenant_id, api_key_id, count(*) AS open,
            coalesce(sum(reserved_trial_tokens), 0) AS tokens, coalesce(sum(reserved_micros), 0) AS micros
-    FROM open_requests WHERE tenant_id = ANY(CAST(:ts AS text[])) GROUP BY tenant_id, api_key_id
-    """
-)
+    FROM open_requests WHERE tenant_id = ANY($1::text[]) GROUP BY tenant_id, api_key_id
+"""
 # One statement: whether each request's key, tenant and adapter are still live, and the open rows of those
 # that are (a cache may have served a key revoked or an adapter deleted a moment ago).
-_OPEN = sa.text(
-    """
+_OPEN = """
     WITH r AS (
-        SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:tenants AS text[]), CAST(:keys AS text[]),
-            CAST(:models AS text[]), CAST(:bases AS text[]), CAST(:adapters AS text[]), CAST(:endpoints AS text[]),
-            CAST(:streams AS boolean[]), CAST(:tokens AS bigint[]), CAST(:micros AS bigint[]),
-            CAST(:started AS timestamptz[]))
+        SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+            $9::boolean[], $10::bigint[], $11::bigint[], $12::timestamptz[])
           AS r(request_id, tenant_id, api_key_id, model, base_model, adapter_id, endpoint, stream, tokens, micros,
                started_at)
     ), checked AS (
@@ -64,13 +58,12 @@ _OPEN = sa.text(
     ), inserted AS (
         INSERT INTO open_requests (request_id, instance_id, tenant_id, api_key_id, model, base_model, adapter_id,
             endpoint, stream, reserved_trial_tokens, reserved_micros, prompt_tokens, completion_tokens, started_at)
-        SELECT request_id, :instance_id, tenant_id, api_key_id, model, base_model, adapter_id, endpoint, stream,
+        SELECT request_id, $1, tenant_id, api_key_id, model, base_model, adapter_id, endpoint, stream,
             tokens, micros, 0, 0, started_at
         FROM checked WHERE key_live AND tenant_live AND adapter_live
     )
     SELECT request_id, key_live, tenant_live, adapter_live FROM checked
-    """
-)
+"""
 
 _KEY_GONE = "Incorrect API key provided. You can find your API key in your account settings."
 _SUSPENDED = "This account is suspended: its API keys cannot be used. Contact the operator."
@@ -116,8 +109,8 @@ class _Held:
 
 
 class OpenRequests:
-    def __init__(self, db: AsyncEngine, admission: Admission, instance_id: str, max_batch: int = 512) -> None:
-        self._db = db
+    def __init__(self, pool: asyncpg.Pool, admission: Admission, instance_id: str, max_batch: int = 512) -> None:
+        self._pool = pool
         self._admission = admission
         self.instance_id = instance_id
         self.max_batch = max_batch
@@ -186,7 +179,7 @@ class OpenRequests:
                 continue
 
     async def _try_transaction(self, batch: list[_Pending], tenants: list[str], limited: set[str]) -> None:
-        async with self._db.begin() as conn:
+        async with self._pool.acquire() as conn, conn.transaction():
             # Every tenant that may need its lock is locked first, in sorted order (batches of several
             # processes never wait for each other in a cycle); only tenants last seen postpaid and without
             # a concurrency limit are not.
@@ -248,33 +241,32 @@ class OpenRequests:
         p.ticket = ticket
         return True
 
-    async def _insert(self, conn: AsyncConnection, admitted: list[_Pending]) -> None:
+    async def _insert(self, conn: asyncpg.Connection, admitted: list[_Pending]) -> None:
         reqs = [p.req for p in admitted]
         tickets = [p.ticket or Ticket() for p in admitted]
-        params: dict[str, Any] = {
-            "instance_id": self.instance_id,
-            "ids": [r.request_id for r in reqs],
-            "tenants": [r.tenant_id for r in reqs],
-            "keys": [r.api_key_id for r in reqs],
-            "models": [r.model for r in reqs],
-            "bases": [r.base_model for r in reqs],
-            "adapters": [r.adapter_id for r in reqs],
-            "endpoints": [r.endpoint for r in reqs],
-            "streams": [r.stream for r in reqs],
-            "tokens": [t.tokens for t in tickets],
-            "micros": [t.micros for t in tickets],
-            "started": [p.started_at for p in admitted],
-        }
-        checked = {row.request_id: row for row in await conn.execute(_OPEN, params)}
+        columns: list[list[Any]] = [
+            [r.request_id for r in reqs],
+            [r.tenant_id for r in reqs],
+            [r.api_key_id for r in reqs],
+            [r.model for r in reqs],
+            [r.base_model for r in reqs],
+            [r.adapter_id for r in reqs],
+            [r.endpoint for r in reqs],
+            [r.stream for r in reqs],
+            [t.tokens for t in tickets],
+            [t.micros for t in tickets],
+            [p.started_at for p in admitted],
+        ]
+        checked = {row["request_id"]: row for row in await conn.fetch(_OPEN, self.instance_id, *columns)}
         for p in admitted:
             row = checked.get(p.req.request_id)
-            if row is None or not row.key_live:
+            if row is None or not row["key_live"]:
                 p.ticket = None
                 p.future.set_exception(AuthenticationFailed(_KEY_GONE))
-            elif not row.tenant_live:
+            elif not row["tenant_live"]:
                 p.ticket = None
                 p.future.set_exception(PermissionDenied(_SUSPENDED, code="account_suspended"))
-            elif not row.adapter_live:
+            elif not row["adapter_live"]:
                 p.ticket = None
                 p.future.set_exception(model_not_found(p.req.model))
 
@@ -283,19 +275,20 @@ class OpenRequests:
         self.live.discard(request_id)
 
 
-async def _lock_and_count(conn: AsyncConnection, tenants: list[str]) -> dict[str, _Held]:
-    """Take the tenants' admission locks, then count what their open requests hold."""
+async def _lock_and_count(conn: asyncpg.Connection, tenants: list[str]) -> dict[str, _Held]:
+    """Take the tenants' admission locks, then count what their open requests hold (a statement of its own:
+    its snapshot is taken after the locks are granted)."""
     if not tenants:
         return {}
-    await conn.execute(_LOCK, {"ts": tenants})
+    await conn.execute(_LOCK, tenants)
     held = {t: _Held(key_open={}) for t in tenants}
-    for row in await conn.execute(_HELD, {"ts": tenants}):
-        h = held[row.tenant_id]
+    for row in await conn.fetch(_HELD, tenants):
+        h = held[row["tenant_id"]]
         assert h.key_open is not None
-        h.tenant_open += row.open
-        h.key_open[row.api_key_id] = row.open
-        h.tokens += int(row.tokens)
-        h.micros += int(row.micros)
+        h.tenant_open += row["open"]
+        h.key_open[row["api_key_id"]] = row["open"]
+        h.tokens += int(row["tokens"])
+        h.micros += int(row["micros"])
     return held
 
 

@@ -15,8 +15,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+import asyncpg
 
 from gateway.db import is_unavailable
 from gateway.errors import DatabaseUnavailable
@@ -34,24 +33,22 @@ _COLUMNS = (
 # (a multi-row VALUES was compiled again for every batch: most of the writer's CPU in the profile).
 # A request_id already present means the row was written: never count a request twice.
 # The open rows named in :closing are deleted by the same statement (one round trip less per batch).
-_INSERT = sa.text(
-    "WITH closed AS (DELETE FROM open_requests WHERE request_id = ANY(CAST(:closing AS text[]))) "
+_INSERT = (
+    "WITH closed AS (DELETE FROM open_requests WHERE request_id = ANY($1::text[])) "
     f"INSERT INTO usage_records ({', '.join(c for c, _ in _COLUMNS)}) "
-    f"SELECT * FROM unnest({', '.join(f'CAST(:{c} AS {t}[])' for c, t in _COLUMNS)}) "
+    f"SELECT * FROM unnest({', '.join(f'${i}::{t}[]' for i, (_, t) in enumerate(_COLUMNS, 2))}) "
     "ON CONFLICT (request_id) DO NOTHING RETURNING request_id"
 )
-_CLOSE = sa.text("DELETE FROM open_requests WHERE request_id = ANY(:ids)")
-_CHECKPOINT = sa.text(
-    """
+_CLOSE = "DELETE FROM open_requests WHERE request_id = ANY($1::text[])"
+_CHECKPOINT = """
     UPDATE open_requests o SET prompt_tokens = c.p, completion_tokens = c.c, checkpoint_at = now()
-    FROM unnest(CAST(:ids AS text[]), CAST(:ps AS integer[]), CAST(:cs AS integer[])) AS c(id, p, c)
+    FROM unnest($1::text[], $2::integer[], $3::integer[]) AS c(id, p, c)
     WHERE o.request_id = c.id
-    """
-)
+"""
 
 # Called inside the usage transaction with the rows that were new: billing rates them there, so a usage row
 # and its charge are committed together or not at all.
-OnCommit = Callable[[AsyncConnection, list[dict[str, Any]]], Awaitable[None]]
+OnCommit = Callable[[asyncpg.Connection, list[dict[str, Any]]], Awaitable[None]]
 
 # Queue items: (kind, payload, future or None). Kinds: "usage" (a row), "discard" (a request id), "wake"
 # (checkpoints are waiting; they are kept apart, the latest per stream, so a flood of chunks never queues up
@@ -63,9 +60,9 @@ class UsageWriter:
     """One background task drains a queue of rows and inserts each batch in a single transaction."""
 
     def __init__(
-        self, engine: AsyncEngine, max_batch: int = 1000, on_commit: OnCommit | None = None, retry_for_s: float = 30.0
+        self, pool: asyncpg.Pool, max_batch: int = 1000, on_commit: OnCommit | None = None, retry_for_s: float = 30.0
     ) -> None:
-        self._engine = engine
+        self._pool = pool
         self._retry_for_s = retry_for_s
         self._on_commit = on_commit
         self._max_batch = max_batch
@@ -160,23 +157,22 @@ class UsageWriter:
         if closing:
             closed = set(closing)
             marks = {k: v for k, v in marks.items() if k not in closed}
-        async with self._engine.begin() as conn:
+        async with self._pool.acquire() as conn, conn.transaction():
             if rows:
                 await self.insert_usage(conn, rows, closing)
             elif closing:
-                await conn.execute(_CLOSE, {"ids": closing})
+                await conn.execute(_CLOSE, closing)
             if marks:
                 ids, ps, cs = zip(*marks.values(), strict=True)
-                await conn.execute(_CHECKPOINT, {"ids": list(ids), "ps": list(ps), "cs": list(cs)})
+                await conn.execute(_CHECKPOINT, list(ids), list(ps), list(cs))
 
     async def insert_usage(
-        self, conn: AsyncConnection, rows: list[dict[str, Any]], closing: list[str] | None = None
+        self, conn: asyncpg.Connection, rows: list[dict[str, Any]], closing: list[str] | None = None
     ) -> None:
         """Insert usage rows (a request_id already metered is skipped), delete the open rows named in `closing`
         and charge the new usage rows, in `conn`'s transaction."""
-        params: dict[str, Any] = {c: [r[c] for r in rows] for c, _ in _COLUMNS}
-        params["closing"] = closing or []
-        new = {r.request_id for r in await conn.execute(_INSERT, params)}
+        columns = [[r[c] for r in rows] for c, _ in _COLUMNS]
+        new = {r["request_id"] for r in await conn.fetch(_INSERT, closing or [], *columns)}
         if self._on_commit is not None and new:
             await self._on_commit(conn, [r for r in rows if r["request_id"] in new])
 

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from billing import invoices, ledger, prices
 from billing.ledger import AccountDefaults
 from billing.money import round_half_up
+from billing.sql import Alchemy
 from gateway.settings import to_asyncpg_url
 
 MONTH = datetime(2025, 3, 1, tzinfo=UTC)
@@ -59,7 +60,7 @@ async def scenario(
         ]  # fmt: skip
         for batch in (usage_rows[:cut], usage_rows[cut:]):  # two group commits
             async with db.begin() as conn:
-                await ledger.charge_usage(conn, batch, DEFAULTS)
+                await ledger.charge_usage(Alchemy(conn), batch, DEFAULTS)
         async with db.begin() as conn:
             first = [i for i in await invoices.close_period(conn, "2025-03") if i["tenant_id"] == tenant]
         async with db.begin() as conn:
@@ -105,10 +106,14 @@ def test_late_charge_after_close_goes_to_the_next_open_period(database_url: str)
                 await conn.execute(
                     sa.text("INSERT INTO tenants (id, name, created_at) VALUES (:i, :i, now())"), {"i": tenant}
                 )
-                await ledger.charge_usage(conn, [{**row, "request_id": "req_" + secrets.token_hex(8)}], DEFAULTS)
+                await ledger.charge_usage(
+                    Alchemy(conn), [{**row, "request_id": "req_" + secrets.token_hex(8)}], DEFAULTS
+                )
                 await invoices.close_period(conn, "2025-05")
                 # a request that started in May but was rated after May's invoice was closed
-                await ledger.charge_usage(conn, [{**row, "request_id": "req_" + secrets.token_hex(8)}], DEFAULTS)
+                await ledger.charge_usage(
+                    Alchemy(conn), [{**row, "request_id": "req_" + secrets.token_hex(8)}], DEFAULTS
+                )
                 periods = (await conn.execute(
                     sa.text("SELECT period FROM ledger_entries WHERE tenant_id = :t AND kind = 'charge' ORDER BY id"),
                     {"t": tenant},
@@ -159,11 +164,11 @@ def test_daily_periods(database_url: str) -> None:
                 await conn.execute(
                     sa.text("INSERT INTO tenants (id, name, created_at) VALUES (:i, :i, now())"), {"i": tenant}
                 )
-                await ledger.charge_usage(conn, rows, daily)
+                await ledger.charge_usage(Alchemy(conn), rows, daily)
                 await invoices.close_period(conn, "2025-07-31")
                 # rated after 07-31 closed: goes to the next open day
                 late = {**rows[0], "request_id": "req_" + secrets.token_hex(8), "started_at": rows[1]["started_at"]}
-                await ledger.charge_usage(conn, [late], daily)
+                await ledger.charge_usage(Alchemy(conn), [late], daily)
                 await invoices.close_period(conn, "2025-07-30")
                 await invoices.close_period(conn, "2025-08-01")
                 return await invoices.list_invoices(conn, tenant)

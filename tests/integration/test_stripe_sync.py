@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from billing import invoices, ledger, prices, stripe_sync
 from billing.ledger import AccountDefaults
 from billing.settings import BillingSettings
+from billing.sql import Alchemy
 from gateway.settings import to_asyncpg_url
 from tests.conftest import ARTIFACTS
 from tests.support.processes import GatewayProcess, free_port
@@ -111,7 +112,7 @@ def make_invoice(database_url: str, period: str, usage: list[tuple[int, int, int
                     rows.append({"request_id": "req_" + secrets.token_hex(10), "tenant_id": tenant,
                                  "adapter_id": None, "base_model": model, "prompt_tokens": p,
                                  "completion_tokens": c, "started_at": start + timedelta(hours=n)})  # fmt: skip
-                await ledger.charge_usage(conn, rows, AccountDefaults("postpaid", 0, "usd"))
+                await ledger.charge_usage(Alchemy(conn), rows, AccountDefaults("postpaid", 0, "usd"))
                 [inv] = [i for i in await invoices.close_period(conn, period) if i["tenant_id"] == tenant]
                 await conn.execute(
                     sa.text("UPDATE stripe_outbox SET next_attempt_at = :t WHERE invoice_id = :i"),

@@ -11,7 +11,7 @@ from gateway.usage.instances import Instance
 
 async def test_heartbeat_goes_on_after_an_unexpected_error() -> None:
     beats: list[int] = []
-    instance = Instance(db=Any, open_requests=SimpleNamespace(instance_id="gw_test"), writer=Any, timeout_s=0.05)  # type: ignore[arg-type]
+    instance = Instance(pool=Any, open_requests=SimpleNamespace(instance_id="gw_test"), writer=Any, timeout_s=0.05)  # type: ignore[arg-type]
 
     async def register() -> None:
         beats.append(len(beats))

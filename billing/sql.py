@@ -1,0 +1,29 @@
+"""How billing's shared statements run: asyncpg's calling convention ($1 parameters; `fetch` returns rows that
+read by column name), on an asyncpg connection (the per-request metering path) or on an SQLAlchemy connection
+wrapped by `Alchemy` (admin, invoices, webhooks), in the caller's transaction either way."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+class Queries(Protocol):
+    async def fetch(self, query: str, *args: Any) -> Sequence[Mapping[Any, Any]]: ...
+
+    async def execute(self, query: str, *args: Any) -> Any: ...
+
+
+class Alchemy:
+    """An SQLAlchemy connection (its dialect also takes $1 parameters) seen as `Queries`."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def fetch(self, query: str, *args: Any) -> Sequence[Mapping[Any, Any]]:
+        return (await self._conn.exec_driver_sql(query, args)).mappings().all()
+
+    async def execute(self, query: str, *args: Any) -> Any:
+        await self._conn.exec_driver_sql(query, args)
