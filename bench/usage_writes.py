@@ -4,8 +4,9 @@
     python -m bench.usage_writes --smoke --out /tmp/x
 
 Drives gateway/usage/writer.py's UsageWriter directly (no HTTP) against an embedded PostgreSQL at its
-defaults (synchronous_commit on). N concurrent callers each await record(row) in a loop, as N in-flight
-requests would: record() returns only once the row is committed. Reports committed rows/s, the latency of
+defaults (synchronous_commit on), with billing's charge of each row in the same commit, as in the gateway
+(one tenant, whose ledger grows by every row written). N concurrent callers each await record(row) in a loop,
+as N in-flight requests would: record() returns only once the row is committed. Reports committed rows/s, the latency of
 record() (p50/p99), the batch sizes the group commit formed, CPU per 1,000 rows, and checks the no-loss
 guarantee: every acknowledged row is in the table, and no row is there twice.
 """
@@ -24,6 +25,8 @@ import psutil
 import sqlalchemy as sa
 
 from bench.procs import ROOT
+from billing import ledger
+from billing.ledger import AccountDefaults
 from gateway import ids
 from gateway.db import create_engine, create_pool
 from gateway.settings import DatabaseSettings
@@ -65,7 +68,8 @@ async def _seed(engine: Any) -> tuple[str, str]:
 
 
 async def level(engine: Any, pool: Any, tenant: str, key: str, concurrency: int, seconds: float) -> dict[str, Any]:
-    writer = CountingWriter(pool)
+    defaults = AccountDefaults("postpaid", 0, "usd")
+    writer = CountingWriter(pool, on_commit=lambda conn, rows: ledger.charge_usage(conn, rows, defaults))
     writer.start()
     prefix = f"req_c{concurrency}_{ids.new_id('', 6)}_"
     latencies: list[float] = []
@@ -102,6 +106,15 @@ async def level(engine: Any, pool: Any, tenant: str, key: str, concurrency: int,
                 {"p": prefix + "%"},
             )
         ).one()
+        charged, ledger_size = (
+            await conn.execute(
+                sa.text(
+                    "SELECT count(*) FILTER (WHERE request_id LIKE :p), count(*) FROM ledger_entries "
+                    "WHERE tenant_id = :t"
+                ),
+                {"p": prefix + "%", "t": tenant},
+            )
+        ).one()
     return {
         "concurrency": concurrency,
         "rows": len(acked),
@@ -116,6 +129,8 @@ async def level(engine: Any, pool: Any, tenant: str, key: str, concurrency: int,
         "stored": stored[0],
         "lost": len(acked) - stored[0],
         "duplicates": stored[0] - stored[1],
+        "charged": charged,
+        "ledger_entries": ledger_size,
     }
 
 
@@ -150,13 +165,14 @@ def report(results: list[dict[str, Any]], settings: dict[str, Any]) -> str:
         "`lost` = acknowledged rows missing from the table afterwards; `dup` = rows stored twice.",
         "",
         "| concurrent callers | committed rows/s | record() p50 ms | p99 ms | commits | mean rows/commit | "
-        "max rows/commit | CPU s / 1k rows (gateway side) | lost | dup |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "max rows/commit | CPU s / 1k rows (gateway side) | lost | dup | charged | tenant's ledger entries after |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
             f"| {r['concurrency']} | {r['rows_per_s']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['batches']} | "
-            f"{r['mean_batch']:.1f} | {r['max_batch']} | {r['cpu_per_1k_rows']:.2f} | {r['lost']} | {r['duplicates']} |"
+            f"{r['mean_batch']:.1f} | {r['max_batch']} | {r['cpu_per_1k_rows']:.2f} | {r['lost']} | "
+            f"{r['duplicates']} | {r['charged']} | {r['ledger_entries']} |"
         )
     lines += ["", "```json", json.dumps(settings, indent=2), "```", ""]
     return "\n".join(lines)

@@ -12,19 +12,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from billing.errors import InsufficientQuota
-from billing.ledger import AccountDefaults, price_book
+from billing.ledger import LATEST, PRICES_OF, AccountDefaults, price_book
 from billing.money import MICROS_PER_MINOR
 from billing.rating import PriceVersion, choose_price
 from billing.sql import Queries
 
-_STATES = """
-    SELECT a.tenant_id, a.mode, coalesce(l.balance_after_micros, 0) AS credit, coalesce(l.trial_after, 0) AS trial
-    FROM billing_accounts a
-    LEFT JOIN LATERAL (
-        SELECT balance_after_micros, trial_after FROM ledger_entries
-        WHERE tenant_id = a.tenant_id ORDER BY id DESC LIMIT 1
-    ) l ON true
-    WHERE a.tenant_id = ANY($1::text[])
+# Each tenant's billing mode, credit and trial tokens as the ledger has them now, and the price versions of
+# the batch's models: one statement.
+_STATES_AND_PRICES = f"""
+    SELECT (
+        SELECT array_agg(ROW(a.tenant_id, a.mode, coalesce(l.balance_after_micros, 0), coalesce(l.trial_after, 0)))
+        FROM billing_accounts a LEFT JOIN ({LATEST}) AS l ON l.tenant_id = a.tenant_id
+        WHERE a.tenant_id = ANY($1::text[])
+    ) AS states, {PRICES_OF.format("$2")} AS prices
 """
 
 
@@ -51,19 +51,15 @@ class Admission:
     def __init__(self, defaults: AccountDefaults) -> None:
         self._defaults = defaults
 
-    async def states(self, q: Queries, tenant_ids: list[str]) -> dict[str, AccountState]:
-        """Each tenant's billing mode, credit and trial tokens as the ledger has them now, in one query."""
-        found = {
-            row["tenant_id"]: AccountState(row["mode"], int(row["credit"]), int(row["trial"]))
-            for row in await q.fetch(_STATES, tenant_ids)
-        }
+    async def read(
+        self, q: Queries, tenant_ids: list[str], models: set[str]
+    ) -> tuple[dict[str, AccountState], dict[str, list[PriceVersion]]]:
+        """Each tenant's account state and the price book of `models`, read in the caller's transaction: a
+        price set a moment ago by another process applies at once. An admission batch reads them once."""
+        (row,) = await q.fetch(_STATES_AND_PRICES, tenant_ids, sorted(models))
+        found = {t: AccountState(mode, int(credit), int(trial)) for t, mode, credit, trial in row["states"] or ()}
         default = AccountState(self._defaults.mode, 0, self._defaults.trial_tokens)
-        return {t: found.get(t, default) for t in tenant_ids}
-
-    async def prices(self, q: Queries, models: set[str]) -> dict[str, list[PriceVersion]]:
-        """The price book of `models`, read in the caller's transaction: a price set a moment ago by another
-        process applies at once. An admission batch reads it once for all its prepaid requests."""
-        return await price_book(q, models) if models else {}
+        return {t: found.get(t, default) for t in tenant_ids}, price_book(row["prices"])
 
     def decide_priced(
         self,
@@ -77,7 +73,7 @@ class Admission:
     ) -> Ticket:
         """This request's hold, or InsufficientQuota. `held_*` is what the tenant's other open requests hold;
         read it BEFORE `state` in the same transaction: a request settling in between is then counted twice
-        (held and charged), never zero times. `book` comes from `prices`, read in the same transaction: a price
+        (held and charged), never zero times. `book` comes from `read`, in the same transaction: a price
         set a moment ago by another process applies at once."""
         if not state.prepaid:
             return Ticket()

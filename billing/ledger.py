@@ -7,6 +7,7 @@ running balances are computed one writer at a time, across processes and hosts a
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -95,15 +96,28 @@ _GRANT_TRIALS = """
 """
 # Tenant order: two writers never wait for each other's locks in a cycle.
 _LOCK = "SELECT tenant_id FROM billing_accounts WHERE tenant_id = ANY($1::text[]) ORDER BY tenant_id FOR UPDATE"
-_LATEST = """
-    SELECT DISTINCT ON (tenant_id) tenant_id, balance_after_micros, trial_after FROM ledger_entries
-    WHERE tenant_id = ANY($1::text[]) ORDER BY tenant_id, id DESC
+# The newest entry of each tenant in array parameter $1, by index (a DISTINCT ON sorted all of the tenant's
+# entries: 4 ms per usage commit at 3,400 entries, growing with every charge).
+LATEST = """
+    SELECT t.tenant_id, l.balance_after_micros, l.trial_after FROM unnest($1::text[]) AS t(tenant_id)
+    JOIN LATERAL (
+        SELECT balance_after_micros, trial_after FROM ledger_entries e
+        WHERE e.tenant_id = t.tenant_id ORDER BY e.id DESC LIMIT 1
+    ) l ON true
 """
-_PRICES = """
-    SELECT model, prompt_per_million, completion_per_million, effective_from FROM prices
-    WHERE model = ANY($1::text[]) ORDER BY effective_from
+# The price versions of the models in array parameter {}, oldest first, as an array of records (a column of a
+# statement that reads other things too: one round trip).
+PRICES_OF = """
+    (SELECT array_agg(ROW(model, prompt_per_million, completion_per_million, effective_from) ORDER BY effective_from)
+     FROM prices WHERE model = ANY({}::text[]))
 """
-_CLOSED = "SELECT tenant_id, period FROM invoices WHERE tenant_id = ANY($1::text[])"
+# What the charges need once the accounts are locked, in one statement (one snapshot): each tenant's newest
+# entry, the price versions of the rows' models, the tenants' closed periods.
+_CHARGE_CONTEXT = f"""
+    SELECT (SELECT array_agg(ROW(tenant_id, balance_after_micros, trial_after)) FROM ({LATEST}) AS l) AS latest,
+           {PRICES_OF.format("$2")} AS prices,
+           (SELECT array_agg(ROW(tenant_id, period)) FROM invoices WHERE tenant_id = ANY($1::text[])) AS closed
+"""
 # (column, PostgreSQL array type) of a charge entry, in the order charge_usage builds them.
 _CHARGE_COLUMNS = (
     ("tenant_id", "text"), ("occurred_at", "timestamptz"), ("period", "text"), ("request_id", "text"),
@@ -136,16 +150,14 @@ async def lock_accounts(q: Queries, tenant_ids: list[str], defaults: AccountDefa
 
 async def _latest(q: Queries, tenant_ids: list[str]) -> dict[str, tuple[int, int]]:
     """tenant → (credit balance in micros, trial tokens remaining), from each tenant's newest entry."""
-    return {r["tenant_id"]: (r["balance_after_micros"], r["trial_after"]) for r in await q.fetch(_LATEST, tenant_ids)}
+    return {r["tenant_id"]: (r["balance_after_micros"], r["trial_after"]) for r in await q.fetch(LATEST, tenant_ids)}
 
 
-async def price_book(q: Queries, models: set[str]) -> dict[str, list[PriceVersion]]:
-    """The price versions of `models`, oldest first."""
+def price_book(records: Iterable[tuple[str, int, int, datetime]] | None) -> dict[str, list[PriceVersion]]:
+    """The price book from the records of a PRICES_OF column."""
     book: dict[str, list[PriceVersion]] = defaultdict(list)
-    for r in await q.fetch(_PRICES, list(models)):
-        book[r["model"]].append(
-            PriceVersion(r["model"], r["prompt_per_million"], r["completion_per_million"], r["effective_from"])
-        )
+    for model, prompt, completion, effective_from in records or ():
+        book[model].append(PriceVersion(model, prompt, completion, effective_from))
     return book
 
 
@@ -160,9 +172,11 @@ async def charge_usage(q: Queries, rows: list[dict[str, Any]], defaults: Account
         return
     tenant_ids = sorted({r["tenant_id"] for r in rows})
     await lock_accounts(q, tenant_ids, defaults)
-    balances = await _latest(q, tenant_ids)
-    book = await price_book(q, {m for r in rows for m in (r["adapter_id"], r["base_model"]) if m})
-    closed = {(r["tenant_id"], r["period"]) for r in await q.fetch(_CLOSED, tenant_ids)}
+    models = sorted({m for r in rows for m in (r["adapter_id"], r["base_model"]) if m})
+    (context,) = await q.fetch(_CHARGE_CONTEXT, tenant_ids, models)
+    balances = {tenant: (credit, trial) for tenant, credit, trial in context["latest"] or ()}
+    book = price_book(context["prices"])
+    closed = {(tenant, period) for tenant, period in context["closed"] or ()}
     entries = []
     for row in rows:
         tenant = row["tenant_id"]

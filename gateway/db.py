@@ -50,8 +50,10 @@ async def create_pool(settings: DatabaseSettings) -> asyncpg.Pool:
     cached per connection, and no reset query on release (its users only run whole transactions)."""
     pool: asyncpg.Pool = await asyncpg.create_pool(
         settings.plain_url(),
-        min_size=1,
+        # No floor to restore: while the database is down, asyncpg would log a traceback every second for it.
+        min_size=0,
         max_size=settings.hot_pool_size,
+        max_inactive_connection_lifetime=0,  # kept open while idle (a quiet minute costs no reconnect)
         reset=_keep_session,
         timeout=settings.pool_timeout_s,
     )
@@ -75,6 +77,9 @@ _UNAVAILABLE = (
     sa_exc.TimeoutError,
     sa_exc.InterfaceError,
     asyncpg.InterfaceError,
+    # The server ended the session between two statements (a shutdown): the protocol is left consuming its
+    # error when the next statement (say COMMIT) starts. Nothing was committed; a fresh connection is next.
+    asyncpg.InternalClientError,
     TimeoutError,  # waiting for a pool connection or a connect
 )
 
@@ -102,6 +107,7 @@ async def guarded() -> AsyncIterator[None]:
         sa_exc.InterfaceError,
         asyncpg.PostgresError,
         asyncpg.InterfaceError,
+        asyncpg.InternalClientError,
         OSError,
         TimeoutError,
     ) as exc:

@@ -184,7 +184,10 @@ class OpenRequests:
             # processes never wait for each other in a cycle); only tenants last seen postpaid and without
             # a concurrency limit are not.
             held = await _lock_and_count(conn, [t for t in tenants if t in limited or t not in self._postpaid])
-            states = await self._admission.states(conn, tenants)  # after `held`: see Admission.decide_priced
+            # After `held` (see Admission.decide_priced); the prices too, in this transaction: a price set a
+            # moment ago by another process applies at once.
+            models = {m for p in batch for m in (p.req.adapter_id, p.req.base_model) if m}
+            states, book = await self._admission.read(conn, tenants, models)
             late = {t for t in tenants if t not in held and states[t].prepaid}
             if late:  # turned prepaid since we last saw them: again (rolled back), locking them too, in order
                 self._postpaid -= late
@@ -192,18 +195,6 @@ class OpenRequests:
             self._postpaid |= {t for t in tenants if not states[t].prepaid}
             self._postpaid -= {t for t in tenants if states[t].prepaid}
             counted = {t: held[t] for t in tenants if t in limited or states[t].prepaid}
-            # The prices of the batch's prepaid requests, read in this transaction: a price set a moment ago by
-            # another process applies at once.
-            book = await self._admission.prices(
-                conn,
-                {
-                    m
-                    for p in batch
-                    if states[p.req.tenant_id].prepaid
-                    for m in (p.req.adapter_id, p.req.base_model)
-                    if m
-                },
-            )
             admitted = [
                 p for p in batch if self._decide(p, states[p.req.tenant_id], counted.get(p.req.tenant_id), book)
             ]
