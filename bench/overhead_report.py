@@ -228,12 +228,12 @@ def markdown(results: dict[str, Any], notes: str | None) -> str:
 
 # Each sample goes to the first bucket whose marker is on its stack (order matters: most specific first).
 BUCKETS = (
-    ("usage write + billing charge (UsageWriter._run, group commit)", ("UsageWriter._run", "billing/ledger")),
+    ("usage write + billing charge (UsageWriter, group commit)", ("gateway/usage/writer", "billing/ledger")),
     ("admission: open row, limits, holds (group commit)", ("gateway/usage/open_requests", "billing/admission")),
     ("key lookup (gateway/auth, cached)", ("gateway/auth/",)),
     ("model resolve (gateway/adapters, cached)", ("gateway/adapters/",)),
     ("engine call: aiohttp (gateway/engine)", ("gateway/engine/", "aiohttp/")),
-    ("other DB work (pool connect/close/ping; callers hidden by greenlets)", ("sqlalchemy/", "asyncpg/")),
+    ("other DB work (asyncpg frames whose caller py-spy did not record)", ("sqlalchemy/", "asyncpg/")),
     ("metering bookkeeping (ProxyService._record, usage_row)", ("ProxyService._record", "usage_row")),
     ("Litestar: routing, DI, body parsing, response serialisation", ("litestar/",)),
     ("uvicorn + httptools (HTTP server protocol)", ("uvicorn/protocols", "httptools")),

@@ -37,13 +37,15 @@ def tree(pid: int) -> list[psutil.Process]:
 
 
 def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds of the live processes under `pids`."""
+    """User + system CPU seconds of the processes under `pids`, including their children that have exited
+    (reaped: in the parent's children_* times), so that a process ending between two readings (a PostgreSQL
+    autovacuum worker, a backend) does not take its CPU out of the difference."""
     total = 0.0
     for pid in pids:
         for p in tree(pid):
             try:
                 t = p.cpu_times()
-                total += t.user + t.system
+                total += t.user + t.system + t.children_user + t.children_system
             except psutil.NoSuchProcess:
                 pass
     return total
