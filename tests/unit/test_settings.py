@@ -55,6 +55,9 @@ def test_database_errors_are_sorted_into_unavailable_or_not() -> None:
 
     assert is_unavailable(FileNotFoundError("no socket"))
     assert is_unavailable(asyncpg.exceptions.AdminShutdownError("terminating connection"))
+    # what asyncpg raises on the next statement when the server ended the session between two (a shutdown)
+    assert is_unavailable(asyncpg.InternalClientError("cannot switch to state 15; another operation is in progress"))
+    assert not is_unavailable(asyncpg.exceptions.UniqueViolationError("duplicate key"))
     wrapped = sa_exc.DBAPIError("SELECT 1", None, ConnectionRefusedError("refused"))
     wrapped.__cause__ = ConnectionRefusedError("refused")
     assert is_unavailable(wrapped)
