@@ -150,9 +150,16 @@ def _progress(rnd: int, mode: str, load: str, t: Target, cell: dict, extra: str 
     )
 
 
+# The bench tenant's limits: checked and counted on every request (the limiter's transactions, the lock and
+# holds of a prepaid admission), but far above what the bench sends.
+TENANT_LIMITS = {"rpm_limit": 10_000_000, "tpm_limit": 1_000_000_000, "max_concurrent_requests": 100_000}
+
+
 def tenant_key(base: str, admin_token: str) -> str:
+    """A prepaid tenant (the default) with TENANT_LIMITS, and a key of it."""
     admin = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {admin_token}"}, timeout=30)
     tenant = admin.post("/admin/tenants", json={"name": f"bench-{secrets.token_hex(4)}"}).json()["id"]
+    admin.patch(f"/admin/tenants/{tenant}", json=TENANT_LIMITS).raise_for_status()
     key: str = admin.post(f"/admin/tenants/{tenant}/keys", json={"name": "bench"}).json()["key"]
     return key
 
@@ -294,6 +301,7 @@ def main() -> None:
             "mock_latency_ms": args.latency_ms,
             "completion_tokens": args.tokens,
             "prompt_chars": len(PROMPT),
+            "tenant": {"billing_mode": "prepaid", **TENANT_LIMITS},
             "litellm_config": procs.LITELLM_CONFIG.format(api_base="http://127.0.0.1:<mock>/v1", master_key="sk-…"),
             "litellm_env": procs.LITELLM_ENV,
         },

@@ -81,7 +81,7 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Any:
         open_requests.on_abandoned = writer.discard_later
         instance = Instance(metering, open_requests, writer, settings.server.instance_timeout_s)
         await instance.register()  # before any request is admitted: our open rows are never taken for orphans
-        limiter = RateLimiter(db_engine)
+        limiter = RateLimiter(metering)
         channel = Invalidations(settings.database.plain_url())
         listener = asyncio.create_task(channel.run(), name="cache-invalidations")
         ttl = settings.server.cache_ttl_s
@@ -119,6 +119,7 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Any:
             if stripe_worker is not None:
                 stripe_worker.cancel()
             await writer.stop()
+            await limiter.flush()
             heartbeat.cancel()
             try:
                 await instance.goodbye()

@@ -25,9 +25,10 @@ class DatabaseSettings(_Base):
     pool_size: int = Field(default=20, validation_alias=AliasChoices("DATABASE_POOL_SIZE"))
     pool_timeout_s: float = Field(default=10.0, validation_alias=AliasChoices("DATABASE_POOL_TIMEOUT"))
     hot_pool_size: int = Field(
-        default=4,
+        default=6,
         validation_alias=AliasChoices("DATABASE_METERING_POOL_SIZE"),
-        description="Connections per process for admissions, usage rows and checkpoints (group-committed).",
+        description="Connections per process for admissions, rate limits, usage rows and checkpoints "
+        "(each group-committed: one connection at a time each).",
     )
     echo: bool = Field(default=False, validation_alias=AliasChoices("DATABASE_ECHO"))
 

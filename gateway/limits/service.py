@@ -1,44 +1,48 @@
 """Admission against rate limits. Knows nothing of HTTP beyond the header values it computes.
 
-Requests and tokens per minute are fixed one-minute windows counted in PostgreSQL with one atomic upsert per
-limited subject (tenant, key), so they are exact across every gateway process and host. Tokens are reserved
-up front (prompt estimate + max_tokens) and corrected to the real count when the request settles. Concurrent
+Requests and tokens per minute are fixed one-minute windows counted in PostgreSQL, one row per limited subject
+(tenant, key) and minute, so they are exact across every gateway process and host. Tokens are reserved up
+front (prompt estimate + max_tokens) and corrected to the real count when the request settles. Concurrent
 requests are counted from the open-request rows (gateway/usage/open_requests.py), also shared by all processes.
+
+Admissions and corrections are group-committed: the ones that arrive while a transaction runs share the next
+one (each counter row locked once, in sorted order, then decided request by request in arrival order, then one
+update). A tenant's requests all count on the same rows, so one transaction per request would queue them
+behind each other's commits: 250 req/s at 64 concurrent where the unlimited tenant got 1,400.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+import asyncpg
 
-from gateway.db import guarded
+from gateway.db import guarded, is_unavailable
 from gateway.errors import RateLimited
 
-_ADMIT = sa.text(
-    """
+log = logging.getLogger(__name__)
+
+# Lock (creating them at 0) the counter rows a batch touches, in sorted order so that two batches never wait for
+# each other in a cycle, and read them. A NULL window is the current minute. ON CONFLICT DO UPDATE reads the
+# newest version of a row, committed after this statement's snapshot or not.
+_LOCK = """
     INSERT INTO rate_counters (subject, window_start, requests, tokens)
-    VALUES (:s, date_trunc('minute', now()), 1, :tok)
-    ON CONFLICT (subject, window_start) DO UPDATE
-      SET requests = rate_counters.requests + 1, tokens = rate_counters.tokens + EXCLUDED.tokens
-      WHERE (CAST(:rpm AS integer) IS NULL OR rate_counters.requests + 1 <= :rpm)
-        AND (CAST(:tpm AS bigint) IS NULL OR rate_counters.tokens + EXCLUDED.tokens <= :tpm)
-    RETURNING requests, tokens, window_start,
+    SELECT DISTINCT s, coalesce(w, date_trunc('minute', now())), 0, 0
+    FROM unnest($1::text[], $2::timestamptz[]) AS u(s, w) ORDER BY 1, 2
+    ON CONFLICT (subject, window_start) DO UPDATE SET requests = rate_counters.requests
+    RETURNING subject, window_start, requests, tokens, window_start = date_trunc('minute', now()) AS current,
       ceil(extract(epoch FROM (window_start + interval '1 minute' - now())))::int AS reset_s
-    """
-)
-_CURRENT = sa.text(
-    """
-    SELECT requests, tokens,
-      ceil(extract(epoch FROM (window_start + interval '1 minute' - now())))::int AS reset_s
-    FROM rate_counters WHERE subject = :s AND window_start = date_trunc('minute', now())
-    """
-)
-_CORRECT = sa.text(
-    "UPDATE rate_counters SET tokens = greatest(tokens + :delta, 0) WHERE subject = :s AND window_start = :w"
-)
-_PRUNE = sa.text("DELETE FROM rate_counters WHERE window_start < now() - interval '5 minutes'")
+"""
+_ADD = """
+    UPDATE rate_counters c SET requests = c.requests + d.r, tokens = greatest(c.tokens + d.t, 0)
+    FROM unnest($1::text[], $2::timestamptz[], $3::integer[], $4::bigint[]) AS d(s, w, r, t)
+    WHERE c.subject = d.s AND c.window_start = d.w
+"""
+_PRUNE = "DELETE FROM rate_counters WHERE window_start < now() - interval '5 minutes'"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +64,7 @@ class Grant:
     """What an admitted request holds until it settles."""
 
     reserved_tokens: int
-    windows: list[tuple[str, object]] = field(default_factory=list)  # (subject, window_start) charged
+    windows: list[tuple[str, datetime]] = field(default_factory=list)  # (subject, window_start) charged
     headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -78,57 +82,142 @@ def _headers(limits: list[tuple[Limits, int, int, int]]) -> dict[str, str]:
     return out
 
 
+@dataclass(slots=True)
+class _Window:
+    """A subject's current minute as the batch sees it."""
+
+    requests: int
+    tokens: int
+    reset_s: int
+    start: datetime
+
+
+@dataclass(slots=True)
+class _Admit:
+    subjects: list[Limits]
+    tokens: int
+    future: asyncio.Future[Grant]
+
+
 class RateLimiter:
-    def __init__(self, db: AsyncEngine) -> None:
-        self._db = db
+    def __init__(self, pool: asyncpg.Pool, max_batch: int = 512) -> None:
+        self._pool = pool
+        self._max_batch = max_batch
+        self._admits: list[_Admit] = []
+        self._corrections: list[tuple[str, datetime, int]] = []  # (subject, window, token delta)
+        self._draining: asyncio.Task[None] | None = None
 
     async def admit(self, subjects: list[Limits], tokens: int) -> Grant:
         """Count this request against every per-minute limit, or raise RateLimited (and count nothing)."""
         grant = Grant(reserved_tokens=tokens)
-        limited = [s for s in subjects if s.any]
-        if not limited:
+        windowed = [s for s in subjects if s.rpm is not None or s.tpm is not None]
+        if not windowed:
             return grant
-        for s in limited:
+        for s in windowed:
             if s.tpm is not None and tokens > s.tpm:
                 raise RateLimited(
                     f"This request may use up to {tokens} tokens (prompt + max_tokens), more than the limit of "
                     f"{s.tpm} tokens per minute: lower max_tokens.",
                     param="max_tokens",
                 )
-        seen: list[tuple[Limits, int, int, int]] = []
-        windowed = [s for s in limited if s.rpm is not None or s.tpm is not None]
-        if windowed:
-            async with guarded(), self._db.begin() as conn:
-                for s in windowed:
-                    seen.append(await self._count(conn, s, tokens, grant))
-        grant.headers = _headers(seen)
-        return grant
+        future: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
+        self._admits.append(_Admit(windowed, tokens, future))
+        self._kick()
+        async with guarded():
+            return await asyncio.shield(future)
 
-    async def _count(self, conn: AsyncConnection, s: Limits, tokens: int, grant: Grant) -> tuple[Limits, int, int, int]:
-        params = {"s": s.subject, "tok": tokens, "rpm": s.rpm, "tpm": s.tpm}
-        row = (await conn.execute(_ADMIT, params)).first()
-        if row is None:  # over a limit: the transaction is rolled back, nothing is counted
-            current = (await conn.execute(_CURRENT, {"s": s.subject})).one()
-            seen = [(s, current.requests, current.tokens, current.reset_s)]
-            which = "requests" if s.rpm is not None and current.requests + 1 > s.rpm else "tokens"
-            raise RateLimited(
-                f"Rate limit reached for {which} per minute ({s.rpm if which == 'requests' else s.tpm}). "
-                f"Retry in {max(current.reset_s, 1)}s.",
-                headers={**_headers(seen), "Retry-After": str(max(current.reset_s, 1))},
-            )
-        grant.windows.append((s.subject, row.window_start))
-        return s, row.requests, row.tokens, row.reset_s
-
-    async def settle(self, grant: Grant, used_tokens: int) -> None:
-        """The request is over: correct the reserved tokens to the real count."""
+    def settle(self, grant: Grant, used_tokens: int) -> None:
+        """The request is over: correct its reserved tokens to the real count, with the next batch. Nobody
+        waits for it; if the database is unavailable it is dropped (the window keeps the reservation)."""
         delta = used_tokens - grant.reserved_tokens
-        if not grant.windows or delta == 0:
-            return
-        async with guarded(), self._db.begin() as conn:
-            for subject, window in grant.windows:
-                await conn.execute(_CORRECT, {"delta": delta, "s": subject, "w": window})
-        grant.windows.clear()
+        if grant.windows and delta != 0:
+            self._corrections += [(subject, window, delta) for subject, window in grant.windows]
+            self._kick()
+        grant.windows = []
 
     async def prune(self) -> None:
-        async with guarded(), self._db.begin() as conn:
+        async with guarded(), self._pool.acquire() as conn:
             await conn.execute(_PRUNE)
+
+    async def flush(self) -> None:
+        """Wait until what is queued is written (at shutdown)."""
+        while self._draining is not None:
+            await asyncio.shield(self._draining)
+
+    def _kick(self) -> None:
+        if self._draining is None:
+            self._draining = asyncio.create_task(self._drain(), name="rate-limits")
+
+    async def _drain(self) -> None:
+        try:
+            while self._admits or self._corrections:
+                admits, self._admits = self._admits[: self._max_batch], self._admits[self._max_batch :]
+                corrections, self._corrections = self._corrections, []
+                try:
+                    await self._batch(admits, corrections)
+                except Exception as exc:  # handed to every caller still waiting, none swallowed
+                    if not is_unavailable(exc):
+                        log.exception("rate-limit batch failed (%d admissions)", len(admits))
+                    elif corrections:
+                        log.warning("database unavailable: %d rate-limit corrections dropped", len(corrections))
+                    for a in admits:
+                        if not a.future.done():
+                            a.future.set_exception(exc)
+        finally:
+            self._draining = None
+
+    async def _batch(self, admits: list[_Admit], corrections: list[tuple[str, datetime, int]]) -> None:
+        current = sorted({s.subject for a in admits for s in a.subjects})
+        rows = [(s, None) for s in current] + [(s, w) for s, w, _ in corrections]
+        async with self._pool.acquire() as conn, conn.transaction():
+            windows = {
+                r["subject"]: _Window(r["requests"], r["tokens"], r["reset_s"], r["window_start"])
+                for r in await conn.fetch(_LOCK, [s for s, _ in rows], [w for _, w in rows])
+                if r["current"]
+            }
+            added: dict[tuple[str, datetime], list[int]] = defaultdict(lambda: [0, 0])
+            for subject, window, delta in corrections:
+                added[(subject, window)][1] += delta
+            decided = [(a, _decide(a, windows, added)) for a in admits]
+            if added:
+                keys = sorted(added)
+                await conn.execute(
+                    _ADD, [k[0] for k in keys], [k[1] for k in keys], [added[k][0] for k in keys],
+                    [added[k][1] for k in keys],
+                )  # fmt: skip
+        for a, outcome in decided:  # after the commit
+            if a.future.done():
+                continue
+            if isinstance(outcome, RateLimited):
+                a.future.set_exception(outcome)
+            else:
+                a.future.set_result(outcome)
+
+
+def _decide(
+    a: _Admit, windows: dict[str, _Window], added: dict[tuple[str, datetime], list[int]]
+) -> Grant | RateLimited:
+    """Count `a` in every one of its windows, or in none (RateLimited) if one of them is full."""
+    for s in a.subjects:
+        w = windows[s.subject]
+        over_requests = s.rpm is not None and w.requests + 1 > s.rpm
+        if over_requests or (s.tpm is not None and w.tokens + a.tokens > s.tpm):
+            which = "requests" if over_requests else "tokens"
+            retry = max(w.reset_s, 1)
+            return RateLimited(
+                f"Rate limit reached for {which} per minute ({s.rpm if over_requests else s.tpm}). Retry in {retry}s.",
+                headers={**_headers([(s, w.requests, w.tokens, w.reset_s)]), "Retry-After": str(retry)},
+            )
+    grant = Grant(reserved_tokens=a.tokens)
+    seen = []
+    for s in a.subjects:
+        w = windows[s.subject]
+        w.requests += 1
+        w.tokens += a.tokens
+        counted = added[(s.subject, w.start)]
+        counted[0] += 1
+        counted[1] += a.tokens
+        grant.windows.append((s.subject, w.start))
+        seen.append((s, w.requests, w.tokens, w.reset_s))
+    grant.headers = _headers(seen)
+    return grant

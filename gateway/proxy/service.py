@@ -107,7 +107,7 @@ class ProxyService:
             async with guarded():
                 started_at = await self.open_requests.open(opening, caller.limits, worst_case)
         except BaseException:
-            await self.limiter.settle(grant, 0)
+            self.limiter.settle(grant, 0)
             raise
         wants_usage = wants_running = False
         if stream:
@@ -252,7 +252,7 @@ class ProxyService:
                 with contextlib.suppress(GatewayError):  # left open, a sweep settles it later
                     await asyncio.shield(asyncio.ensure_future(self.writer.discard(call.request_id)))
         finally:
-            await self.limiter.settle(call.grant, call.used_tokens)
+            self.limiter.settle(call.grant, call.used_tokens)
 
     async def _with_reload(self, call: Call, send: Any, held: contextlib.AsyncExitStack | None = None) -> Any:
         """Send on the engine the pool picks for this call. The pool loads the adapter there if that engine lacks
