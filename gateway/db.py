@@ -1,9 +1,10 @@
 """Database engine and sessions, the metering pool; the translation of driver errors into DatabaseUnavailable.
 
 Two ways in, one database: SQLAlchemy (sessions, the ORM tables) for everything but the per-request path, and
-a small asyncpg pool for the per-request transactions (admission, usage rows and their charges, checkpoints),
-which run prepared statements on the driver directly: SQLAlchemy's execute path, its greenlet hop and the
-pool's pre-ping cost several times the round trip itself there (bench/results/gateway_overhead_notes.md).
+a small asyncpg pool for the per-request transactions (admissions, rate limits, usage rows and their charges,
+checkpoints, the orphan sweep), which run prepared statements on the driver directly: SQLAlchemy's execute
+path, its greenlet hop and the pool's pre-ping cost several times the round trip itself there
+(bench/results/gateway_overhead_notes.md).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ async def create_pool(settings: DatabaseSettings) -> asyncpg.Pool:
         settings.plain_url(),
         # No floor to restore: while the database is down, asyncpg would log a traceback every second for it.
         min_size=0,
-        max_size=settings.hot_pool_size,
+        max_size=settings.metering_pool_size,
         max_inactive_connection_lifetime=0,  # kept open while idle (a quiet minute costs no reconnect)
         reset=_keep_session,
         timeout=settings.pool_timeout_s,

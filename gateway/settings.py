@@ -24,7 +24,7 @@ class DatabaseSettings(_Base):
     )
     pool_size: int = Field(default=20, validation_alias=AliasChoices("DATABASE_POOL_SIZE"))
     pool_timeout_s: float = Field(default=10.0, validation_alias=AliasChoices("DATABASE_POOL_TIMEOUT"))
-    hot_pool_size: int = Field(
+    metering_pool_size: int = Field(
         default=6,
         validation_alias=AliasChoices("DATABASE_METERING_POOL_SIZE"),
         description="Connections per process for admissions, rate limits, usage rows and checkpoints "
