@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,6 +32,7 @@ from gateway.db import guarded
 from gateway.errors import AuthenticationFailed, GatewayError, PermissionDenied, RateLimited
 from gateway.limits.service import Limits
 from gateway.timeutil import utcnow
+from gateway.usage.writer import SLOW_COMMIT_S
 
 log = logging.getLogger(__name__)
 
@@ -151,9 +153,12 @@ class OpenRequests:
             self._draining = None
 
     async def _admit_batch(self, batch: list[_Pending]) -> None:
+        started = time.monotonic()
         try:
             async with guarded():
                 await self._transaction(batch)
+            if (took := time.monotonic() - started) > SLOW_COMMIT_S:  # every caller of the batch waited that long
+                log.warning("admission of %d requests took %.1fs", len(batch), took)
         except Exception as exc:  # handed to every caller still waiting, none swallowed
             for p in batch:
                 if not p.future.done():

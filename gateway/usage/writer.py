@@ -46,6 +46,8 @@ _CHECKPOINT = """
     WHERE o.request_id = c.id
 """
 
+SLOW_COMMIT_S = 1.0  # a group commit slower than this is logged
+
 # Called inside the usage transaction with the rows that were new: billing rates them there, so a usage row
 # and its charge are committed together or not at all.
 OnCommit = Callable[[asyncpg.Connection, list[dict[str, Any]]], Awaitable[None]]
@@ -136,11 +138,14 @@ class UsageWriter:
     async def _write_patiently(self, batch: list[_Item], marks: dict[str, tuple[str, int, int]]) -> None:
         """Served tokens must not be lost to a database blip: retry an unreachable database for a while
         (the clients wait), then give up with DatabaseUnavailable. Retrying is safe: request_id is unique."""
-        deadline = time.monotonic() + self._retry_for_s
+        started = time.monotonic()
+        deadline = started + self._retry_for_s
         delay = 0.1
         while True:
             try:
                 await self._write(batch, marks)
+                if (took := time.monotonic() - started) > SLOW_COMMIT_S:  # clients and checkpoints waited that long
+                    log.warning("usage commit of %d items, %d checkpoints took %.1fs", len(batch), len(marks), took)
                 return
             except Exception as exc:
                 if not is_unavailable(exc) or time.monotonic() + delay > deadline:

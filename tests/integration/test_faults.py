@@ -28,6 +28,14 @@ from tests.support.streams import engine_settled, engine_stats, run_stream, star
 ARTIFACTS = ROOT / "test-artifacts"
 
 
+def log_warnings(name: str, last: int = 20) -> str:
+    """The last warnings and errors a gateway logged (in test-artifacts/), for a failure to show them."""
+    path = ARTIFACTS / name
+    lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+    found = [line for line in lines if "WARNING" in line or "ERROR" in line][-last:]
+    return "\n".join([f"{name}:", *found])
+
+
 def usage_rows(sql: Sql, tenant_id: str) -> list[dict[str, Any]]:
     return sql.fetch("SELECT * FROM usage_records WHERE tenant_id = $1", tenant_id)
 
@@ -202,6 +210,7 @@ def _kill_and_settle(
         last = f"{s.marks[-1][0] - killed_at:+.2f}s" if s.marks else "-"
         row = rows[s.request_id]
         print(f"{s.request_id}: received {s.last[0]} (last at {last}), row {row['status']} {row['completion_tokens']}")
+    print(log_warnings("gateway-kill9.log"))  # a slow commit or admission is logged there
     for s in seen:
         row = rows[s.request_id]
         if s.done:  # finished (and metered) before the kill
@@ -261,7 +270,7 @@ def test_engine_killed_mid_stream(gateway: Any, engine: LocalEngine, make_tenant
         at_kill = generated - before
         if at_kill >= 400 and running >= 24:
             break
-        assert time.monotonic() < deadline, "the engine did not start generating"
+        assert time.monotonic() < deadline, f"the engine did not start generating\n{log_warnings('gateway.log')}"
         time.sleep(0.02)
     engine.kill()
     try:
