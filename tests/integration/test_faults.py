@@ -9,6 +9,7 @@ gives, and print the measured gap.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import random
@@ -265,12 +266,18 @@ def test_engine_killed_mid_stream(gateway: Any, engine: LocalEngine, make_tenant
     # far behind the engine (it can finish all 48 before they read half), and a freshly started engine can
     # finish a first stream before it batches the rest.
     deadline = time.monotonic() + 120
+    most_running = 0.0
     while True:
         generated, running = engine_stats(engine.url)
         at_kill = generated - before
+        most_running = max(most_running, running)
         if at_kill >= 400 and running >= 24:
             break
-        assert time.monotonic() < deadline, f"the engine did not start generating\n{log_warnings('gateway.log')}"
+        assert time.monotonic() < deadline, (
+            f"the engine did not start generating: {at_kill:.0f} new tokens, at most {most_running:.0f} running; "
+            f"clients: {sorted(collections.Counter(s.status for s in seen).items(), key=str)} statuses, "
+            f"{sum(bool(s.marks) for s in seen)} with tokens\n{log_warnings('gateway.log')}"
+        )
         time.sleep(0.02)
     engine.kill()
     try:
