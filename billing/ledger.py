@@ -16,14 +16,13 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billing.errors import InvalidBillingInput, UnknownAccount
-from billing.models import BillingAccount, Invoice, LedgerEntry, Price
+from billing.models import BillingAccount, Invoice, LedgerEntry
 from billing.money import MICROS_PER_MINOR
 from billing.rating import PriceVersion, choose_price, rate
 from billing.sql import Alchemy, Queries
 
 ACCOUNTS = BillingAccount.__table__  # type: ignore[attr-defined]
 LEDGER = LedgerEntry.__table__  # type: ignore[attr-defined]
-PRICES = Price.__table__  # type: ignore[attr-defined]
 INVOICES = Invoice.__table__  # type: ignore[attr-defined]
 
 
