@@ -19,7 +19,7 @@ from billing.errors import InvalidBillingInput, UnknownAccount
 from billing.models import BillingAccount, Invoice, LedgerEntry
 from billing.money import MICROS_PER_MINOR
 from billing.rating import PriceVersion, choose_price, rate
-from billing.sql import Alchemy, Queries
+from billing.sql import Alchemy, Queries, unnest
 
 ACCOUNTS = BillingAccount.__table__  # type: ignore[attr-defined]
 LEDGER = LedgerEntry.__table__  # type: ignore[attr-defined]
@@ -74,12 +74,17 @@ def next_period(period: str) -> str:
     return f"{year + month // 12:04d}-{month % 12 + 1:02d}"
 
 
-async def open_account(conn: AsyncConnection, tenant_id: str, mode: str, trial_tokens: int, currency: str) -> None:
-    """Create the tenant's account and its trial grant (nothing if it already exists)."""
+def check_terms(mode: str, trial_tokens: int) -> None:
+    """Raise InvalidBillingInput unless an account can be opened on these terms (before anything is created)."""
     if mode not in ("prepaid", "postpaid"):
         raise InvalidBillingInput("billing_mode must be 'prepaid' or 'postpaid'.", param="billing_mode")
     if trial_tokens < 0:
         raise InvalidBillingInput("trial_tokens must be ≥ 0.", param="trial_tokens")
+
+
+async def open_account(conn: AsyncConnection, tenant_id: str, mode: str, trial_tokens: int, currency: str) -> None:
+    """Create the tenant's account and its trial grant (nothing if it already exists)."""
+    check_terms(mode, trial_tokens)
     await _ensure_accounts(Alchemy(conn), [tenant_id], AccountDefaults(mode, trial_tokens, currency))
 
 
@@ -126,7 +131,7 @@ _CHARGE_COLUMNS = (
 )  # fmt: skip
 _CHARGE = (
     f"INSERT INTO ledger_entries (kind, created_at, {', '.join(c for c, _ in _CHARGE_COLUMNS)}) "
-    f"SELECT 'charge', $1, * FROM unnest({', '.join(f'${i}::{t}[]' for i, (_, t) in enumerate(_CHARGE_COLUMNS, 2))})"
+    f"SELECT 'charge', $1, * FROM {unnest(_CHARGE_COLUMNS, 2)}"
 )
 
 

@@ -27,3 +27,9 @@ class Alchemy:
 
     async def execute(self, query: str, *args: Any) -> Any:
         await self._conn.exec_driver_sql(query, args)
+
+
+def unnest(columns: Sequence[tuple[str, str]], first: int = 1) -> str:
+    """`unnest($first::type[], …)` over (column, PostgreSQL type) pairs: one array parameter per column, so a
+    multi-row statement has the same text for any number of rows (prepared once per connection)."""
+    return f"unnest({', '.join(f'${i}::{t}[]' for i, (_, t) in enumerate(columns, first))})"

@@ -36,7 +36,7 @@ from gateway.dashboard.routes import dashboard_routes, template_config
 from gateway.engine.pool import EnginePool
 from gateway.errors import EXCEPTION_HANDLERS, DatabaseUnavailable
 from gateway.health.routes import healthz, readyz
-from gateway.limits.service import RateLimiter
+from gateway.limits.service import Grant, RateLimiter
 from gateway.metrics import Metrics, MetricsMiddleware, metrics_endpoint
 from gateway.proxy.routes import MaasController, OpenAIController
 from gateway.proxy.service import ProxyService
@@ -77,11 +77,16 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Any:
         writer = UsageWriter(metering, on_commit=lambda conn, rows: ledger.charge_usage(conn, rows, defaults))
         admission = Admission(defaults)
         open_requests = OpenRequests(metering, admission, new_instance_id())
+        limiter = RateLimiter(metering)
         writer.on_closed = open_requests.closed
-        open_requests.on_abandoned = writer.discard_later
+
+        def abandoned(request_id: str, grant: Grant) -> None:  # admitted, but its client left before it knew
+            writer.discard_later(request_id)
+            limiter.settle(grant, 0)
+
+        open_requests.on_abandoned = abandoned
         instance = Instance(metering, open_requests, writer, settings.server.instance_timeout_s)
         await instance.register()  # before any request is admitted: our open rows are never taken for orphans
-        limiter = RateLimiter(metering)
         channel = Invalidations(settings.database.plain_url())
         listener = asyncio.create_task(channel.run(), name="cache-invalidations")
         ttl = settings.server.cache_ttl_s

@@ -72,8 +72,7 @@ class AdminController(Controller):
         """A tenant and its billing account (with its free-trial grant)."""
         mode = data.billing_mode or settings.billing.default_mode
         trial = settings.billing.trial_tokens if data.trial_tokens is None else data.trial_tokens
-        if mode not in ("prepaid", "postpaid") or trial < 0:
-            raise InvalidRequest("billing_mode must be prepaid or postpaid, trial_tokens ≥ 0.", param="billing_mode")
+        ledger.check_terms(mode, trial)  # before the tenant is created
         tenant = await auth.create_tenant(db_session, _clean_name(data.name, "Tenant"))
         async with db_engine.begin() as conn:
             await ledger.open_account(conn, tenant.id, mode, trial, settings.billing.currency)

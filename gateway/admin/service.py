@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -62,14 +62,7 @@ def check_limits(limits: dict[str, int | None]) -> None:
 async def patch_tenant(
     session: AsyncSession, tenant_id: str, name: str | None, suspended: bool | None, limits: dict[str, int | None]
 ) -> None:
-    check_limits(limits)
-    tenant = await session.get(Tenant, tenant_id)
-    if tenant is None:
-        raise NotFound(f"No tenant {tenant_id!r}.", param="tenant_id")
-    for field_name, value in limits.items():
-        setattr(tenant, field_name, value)
-    if name is not None:
-        tenant.name = name
+    tenant = await _load_and_set(session, Tenant, tenant_id, "tenant", name, limits)
     if suspended is not None:
         tenant.suspended_at = (tenant.suspended_at or utcnow()) if suspended else None
     try:
@@ -80,16 +73,27 @@ async def patch_tenant(
 
 
 async def patch_key(session: AsyncSession, key_id: str, name: str | None, limits: dict[str, int | None]) -> ApiKey:
-    check_limits(limits)
-    key = await session.get(ApiKey, key_id)
-    if key is None:
-        raise NotFound(f"No key {key_id!r}.", param="key_id")
-    for field_name, value in limits.items():
-        setattr(key, field_name, value)
-    if name is not None:
-        key.name = name
+    key = await _load_and_set(session, ApiKey, key_id, "key", name, limits)
     await session.commit()
     return key
+
+
+_Row = TypeVar("_Row", Tenant, ApiKey)
+
+
+async def _load_and_set(
+    session: AsyncSession, model: type[_Row], row_id: str, what: str, name: str | None, limits: dict[str, int | None]
+) -> _Row:
+    """The tenant or key with its new name and limits set (not committed); NotFound if there is none."""
+    check_limits(limits)
+    row = await session.get(model, row_id)
+    if row is None:
+        raise NotFound(f"No {what} {row_id!r}.", param=f"{what}_id")
+    for field_name, value in limits.items():
+        setattr(row, field_name, value)
+    if name is not None:
+        row.name = name
+    return row
 
 
 async def list_keys(db: AsyncEngine, tenant_id: str) -> list[dict[str, Any]]:

@@ -1,14 +1,14 @@
-"""Admission against rate limits. Knows nothing of HTTP beyond the header values it computes.
+"""Rate limits: requests and tokens per minute. Knows nothing of HTTP beyond the header values it computes.
 
 Requests and tokens per minute are fixed one-minute windows counted in PostgreSQL, one row per limited subject
 (tenant, key) and minute, so they are exact across every gateway process and host. Tokens are reserved up
 front (prompt estimate + max_tokens) and corrected to the real count when the request settles. Concurrent
 requests are counted from the open-request rows (gateway/usage/open_requests.py), also shared by all processes.
 
-Admissions and corrections are group-committed: the ones that arrive while a transaction runs share the next
-one (each counter row locked once, in sorted order, then decided request by request in arrival order, then one
-update). A tenant's requests all count on the same rows, so one transaction per request would queue them
-behind each other's commits: 250 req/s at 64 concurrent where the unlimited tenant got 1,400.
+A request is counted in its windows by the transaction that admits it (gateway/usage/open_requests.py, with
+`lock_windows`, `refusal`, `count` and `add_counts` below): one commit for the admission, the windows and the
+open row. Corrections are group-committed by RateLimiter: the ones that arrive while a transaction runs share
+the next one (each counter row locked once, in sorted order, then one update), and nobody waits for them.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def _headers(limits: list[tuple[Limits, int, int, int]]) -> dict[str, str]:
 
 
 @dataclass(slots=True)
-class _Window:
+class Window:
     """A subject's current minute as the batch sees it."""
 
     requests: int
@@ -92,39 +92,87 @@ class _Window:
     start: datetime
 
 
-@dataclass(slots=True)
-class _Admit:
-    subjects: list[Limits]
-    tokens: int
-    future: asyncio.Future[Grant]
+def check_request(subjects: tuple[Limits, ...], tokens: int) -> None:
+    """Refuse a request that no window could ever admit (it asks for more tokens than a whole minute's)."""
+    for s in subjects:
+        if s.tpm is not None and tokens > s.tpm:
+            raise RateLimited(
+                f"This request may use up to {tokens} tokens (prompt + max_tokens), more than the limit of "
+                f"{s.tpm} tokens per minute: lower max_tokens.",
+                param="max_tokens",
+            )
+
+
+def windowed(subjects: tuple[Limits, ...]) -> list[Limits]:
+    """The subjects with a per-minute limit (counted in windows)."""
+    return [s for s in subjects if s.rpm is not None or s.tpm is not None]
+
+
+async def lock_windows(conn: asyncpg.Connection, subjects: set[str]) -> dict[str, Window]:
+    """Lock (creating them) the current minute's counter rows of `subjects`, in `conn`'s transaction."""
+    if not subjects:
+        return {}
+    ordered = sorted(subjects)
+    return {
+        r["subject"]: Window(r["requests"], r["tokens"], r["reset_s"], r["window_start"])
+        for r in await conn.fetch(_LOCK, ordered, [None] * len(ordered))
+    }
+
+
+def refusal(subjects: list[Limits], tokens: int, windows: dict[str, Window]) -> RateLimited | None:
+    """Why a request of `tokens` cannot be counted in its windows now, or None if it can."""
+    for s in subjects:
+        w = windows[s.subject]
+        over_requests = s.rpm is not None and w.requests + 1 > s.rpm
+        if over_requests or (s.tpm is not None and w.tokens + tokens > s.tpm):
+            which = "requests" if over_requests else "tokens"
+            retry = max(w.reset_s, 1)
+            return RateLimited(
+                f"Rate limit reached for {which} per minute ({s.rpm if over_requests else s.tpm}). Retry in {retry}s.",
+                headers={**_headers([(s, w.requests, w.tokens, w.reset_s)]), "Retry-After": str(retry)},
+            )
+    return None
+
+
+def count(subjects: list[Limits], tokens: int, windows: dict[str, Window]) -> Grant:
+    """Count a request in its windows (in memory: `add_counts` writes them); later requests see it."""
+    grant = Grant(reserved_tokens=tokens)
+    seen = []
+    for s in subjects:
+        w = windows[s.subject]
+        w.requests += 1
+        w.tokens += tokens
+        grant.windows.append((s.subject, w.start))
+        seen.append((s, w.requests, w.tokens, w.reset_s))
+    grant.headers = _headers(seen)
+    return grant
+
+
+async def add_counts(conn: asyncpg.Connection, grants: list[Grant]) -> None:
+    """Write the counts of these grants (their rows locked by `lock_windows` in the same transaction)."""
+    added: dict[tuple[str, datetime], list[int]] = defaultdict(lambda: [0, 0])
+    for g in grants:
+        for key in g.windows:
+            added[key][0] += 1
+            added[key][1] += g.reserved_tokens
+    await _add(conn, added)
+
+
+async def _add(conn: asyncpg.Connection, added: dict[tuple[str, datetime], list[int]]) -> None:
+    if added:
+        keys = sorted(added)
+        await conn.execute(
+            _ADD, [k[0] for k in keys], [k[1] for k in keys], [added[k][0] for k in keys], [added[k][1] for k in keys]
+        )
 
 
 class RateLimiter:
-    def __init__(self, pool: asyncpg.Pool, max_batch: int = 512) -> None:
+    """Token corrections of settled requests, group-committed; the pruning of old windows."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
-        self._max_batch = max_batch
-        self._admits: list[_Admit] = []
         self._corrections: list[tuple[str, datetime, int]] = []  # (subject, window, token delta)
         self._draining: asyncio.Task[None] | None = None
-
-    async def admit(self, subjects: list[Limits], tokens: int) -> Grant:
-        """Count this request against every per-minute limit, or raise RateLimited (and count nothing)."""
-        grant = Grant(reserved_tokens=tokens)
-        windowed = [s for s in subjects if s.rpm is not None or s.tpm is not None]
-        if not windowed:
-            return grant
-        for s in windowed:
-            if s.tpm is not None and tokens > s.tpm:
-                raise RateLimited(
-                    f"This request may use up to {tokens} tokens (prompt + max_tokens), more than the limit of "
-                    f"{s.tpm} tokens per minute: lower max_tokens.",
-                    param="max_tokens",
-                )
-        future: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
-        self._admits.append(_Admit(windowed, tokens, future))
-        self._kick()
-        async with guarded():
-            return await asyncio.shield(future)
 
     def settle(self, grant: Grant, used_tokens: int) -> None:
         """The request is over: correct its reserved tokens to the real count, with the next batch. Nobody
@@ -132,7 +180,8 @@ class RateLimiter:
         delta = used_tokens - grant.reserved_tokens
         if grant.windows and delta != 0:
             self._corrections += [(subject, window, delta) for subject, window in grant.windows]
-            self._kick()
+            if self._draining is None:
+                self._draining = asyncio.create_task(self._drain(), name="rate-limits")
         grant.windows = []
 
     async def prune(self) -> None:
@@ -144,80 +193,25 @@ class RateLimiter:
         while self._draining is not None:
             await asyncio.shield(self._draining)
 
-    def _kick(self) -> None:
-        if self._draining is None:
-            self._draining = asyncio.create_task(self._drain(), name="rate-limits")
-
     async def _drain(self) -> None:
         try:
-            while self._admits or self._corrections:
-                admits, self._admits = self._admits[: self._max_batch], self._admits[self._max_batch :]
+            while self._corrections:
                 corrections, self._corrections = self._corrections, []
                 try:
-                    await self._batch(admits, corrections)
-                except Exception as exc:  # handed to every caller still waiting, none swallowed
-                    if not is_unavailable(exc):
-                        log.exception("rate-limit batch failed (%d admissions)", len(admits))
-                    elif corrections:
+                    await self._correct(corrections)
+                except Exception as exc:
+                    if is_unavailable(exc):
                         log.warning("database unavailable: %d rate-limit corrections dropped", len(corrections))
-                    for a in admits:
-                        if not a.future.done():
-                            a.future.set_exception(exc)
+                    else:
+                        log.exception("rate-limit corrections failed (%d dropped)", len(corrections))
         finally:
             self._draining = None
 
-    async def _batch(self, admits: list[_Admit], corrections: list[tuple[str, datetime, int]]) -> None:
-        current = sorted({s.subject for a in admits for s in a.subjects})
-        rows = [(s, None) for s in current] + [(s, w) for s, w, _ in corrections]
+    async def _correct(self, corrections: list[tuple[str, datetime, int]]) -> None:
+        added: dict[tuple[str, datetime], list[int]] = defaultdict(lambda: [0, 0])
+        for subject, window, delta in corrections:
+            added[(subject, window)][1] += delta
+        keys = sorted(added)
         async with self._pool.acquire() as conn, conn.transaction():
-            windows = {
-                r["subject"]: _Window(r["requests"], r["tokens"], r["reset_s"], r["window_start"])
-                for r in await conn.fetch(_LOCK, [s for s, _ in rows], [w for _, w in rows])
-                if r["current"]
-            }
-            added: dict[tuple[str, datetime], list[int]] = defaultdict(lambda: [0, 0])
-            for subject, window, delta in corrections:
-                added[(subject, window)][1] += delta
-            decided = [(a, _decide(a, windows, added)) for a in admits]
-            if added:
-                keys = sorted(added)
-                await conn.execute(
-                    _ADD, [k[0] for k in keys], [k[1] for k in keys], [added[k][0] for k in keys],
-                    [added[k][1] for k in keys],
-                )  # fmt: skip
-        for a, outcome in decided:  # after the commit
-            if a.future.done():
-                continue
-            if isinstance(outcome, RateLimited):
-                a.future.set_exception(outcome)
-            else:
-                a.future.set_result(outcome)
-
-
-def _decide(
-    a: _Admit, windows: dict[str, _Window], added: dict[tuple[str, datetime], list[int]]
-) -> Grant | RateLimited:
-    """Count `a` in every one of its windows, or in none (RateLimited) if one of them is full."""
-    for s in a.subjects:
-        w = windows[s.subject]
-        over_requests = s.rpm is not None and w.requests + 1 > s.rpm
-        if over_requests or (s.tpm is not None and w.tokens + a.tokens > s.tpm):
-            which = "requests" if over_requests else "tokens"
-            retry = max(w.reset_s, 1)
-            return RateLimited(
-                f"Rate limit reached for {which} per minute ({s.rpm if over_requests else s.tpm}). Retry in {retry}s.",
-                headers={**_headers([(s, w.requests, w.tokens, w.reset_s)]), "Retry-After": str(retry)},
-            )
-    grant = Grant(reserved_tokens=a.tokens)
-    seen = []
-    for s in a.subjects:
-        w = windows[s.subject]
-        w.requests += 1
-        w.tokens += a.tokens
-        counted = added[(s.subject, w.start)]
-        counted[0] += 1
-        counted[1] += a.tokens
-        grant.windows.append((s.subject, w.start))
-        seen.append((s, w.requests, w.tokens, w.reset_s))
-    grant.headers = _headers(seen)
-    return grant
+            await conn.fetch(_LOCK, [k[0] for k in keys], [k[1] for k in keys])  # in sorted order
+            await _add(conn, added)

@@ -102,13 +102,8 @@ class ProxyService:
             ids.request_id(), caller.tenant_id, caller.key_id, model, target.base_model, target.adapter_id,
             endpoint, stream,
         )  # fmt: skip
-        grant = await self.limiter.admit(list(caller.limits), worst_case)
-        try:
-            async with guarded():
-                started_at = await self.open_requests.open(opening, caller.limits, worst_case)
-        except BaseException:
-            self.limiter.settle(grant, 0)
-            raise
+        async with guarded():
+            started_at, grant = await self.open_requests.open(opening, caller.limits, worst_case)
         wants_usage = wants_running = False
         if stream:
             options = body.get("stream_options")

@@ -8,15 +8,16 @@ need those counts take a transaction-scoped lock per tenant, so the counts are e
 
 Admissions are group-committed: the requests that arrive while one admission transaction runs are admitted
 together in the next one (one lock per tenant, one read of the holds, one multi-row insert, one commit), and
-each caller waits for that commit. The insert also checks that the key is still live and its tenant not
-suspended, so a key revoked before the admission commits is refused whatever a cache says.
+each caller waits for that commit. The same transaction counts each admitted request in its per-minute rate
+windows (gateway/limits/service.py): a request is counted there if and only if its open row is committed.
+The insert also checks that the key is still live and its tenant not suspended, so a key revoked before the
+admission commits is refused whatever a cache says.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,8 +31,10 @@ from billing.rating import PriceVersion
 from gateway.adapters.service import model_not_found
 from gateway.db import guarded
 from gateway.errors import AuthenticationFailed, GatewayError, PermissionDenied, RateLimited
-from gateway.limits.service import Limits
+from gateway.limits import service as limits
+from gateway.limits.service import Grant, Limits
 from gateway.timeutil import utcnow
+from gateway.usage.stopwatch import Stopwatch
 from gateway.usage.writer import SLOW_COMMIT_S
 
 log = logging.getLogger(__name__)
@@ -89,9 +92,11 @@ class Opening:
 class _Pending:
     req: Opening
     concurrent: list[Limits]
+    windowed: list[Limits]  # with a per-minute limit
     worst_case: int
-    future: asyncio.Future[datetime]
+    future: asyncio.Future[tuple[datetime, Grant]]
     ticket: Ticket | None = None
+    grant: Grant | None = None
     started_at: datetime | None = None  # set when admitted: after the counts were read
     abandoned: bool = False
 
@@ -120,16 +125,18 @@ class OpenRequests:
         self._pending: list[_Pending] = []
         self._draining: asyncio.Task[None] | None = None
         self._postpaid: set[str] = set()  # tenants last seen postpaid: not locked unless they have a limit
-        # An admission committed for a caller that stopped waiting (client gone): close its row.
-        self.on_abandoned: Callable[[str], None] = lambda request_id: None
+        # An admission committed for a caller that stopped waiting (client gone): close its row, settle its grant.
+        self.on_abandoned: Callable[[str, Grant], None] = lambda request_id, grant: None
 
-    async def open(self, req: Opening, limits: tuple[Limits, ...], worst_case: int) -> datetime:
-        """Admit against concurrency limits and prepaid quota and commit the open row; raise RateLimited,
-        InsufficientQuota, or AuthenticationFailed / PermissionDenied for a key that is no longer live (nothing
-        written then). Returns when it was admitted: the request's start."""
-        concurrent = [lim for lim in limits if lim.concurrent is not None]
-        future: asyncio.Future[datetime] = asyncio.get_running_loop().create_future()
-        pending = _Pending(req, concurrent, worst_case, future)
+    async def open(self, req: Opening, subjects: tuple[Limits, ...], worst_case: int) -> tuple[datetime, Grant]:
+        """Admit against rate and concurrency limits and prepaid quota, count the rate windows and commit the
+        open row; raise RateLimited, InsufficientQuota, or AuthenticationFailed / PermissionDenied for a key
+        that is no longer live (nothing written then). Returns when it was admitted (the request's start) and
+        what it holds in its rate windows."""
+        limits.check_request(subjects, worst_case)
+        concurrent = [lim for lim in subjects if lim.concurrent is not None]
+        future: asyncio.Future[tuple[datetime, Grant]] = asyncio.get_running_loop().create_future()
+        pending = _Pending(req, concurrent, limits.windowed(subjects), worst_case, future)
         self._pending.append(pending)
         if self._draining is None:
             self._draining = asyncio.create_task(self._drain(), name="open-requests")
@@ -137,7 +144,7 @@ class OpenRequests:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
             if future.done() and not future.cancelled() and future.exception() is None:
-                self.on_abandoned(req.request_id)  # committed just before we were cancelled
+                self.on_abandoned(req.request_id, future.result()[1])  # committed just before we were cancelled
             else:
                 pending.abandoned = True  # the batch closes the row if it commits one
             raise
@@ -153,23 +160,23 @@ class OpenRequests:
             self._draining = None
 
     async def _admit_batch(self, batch: list[_Pending]) -> None:
-        started = time.monotonic()
+        watch = Stopwatch()
         try:
             async with guarded():
                 await self._transaction(batch)
-            if (took := time.monotonic() - started) > SLOW_COMMIT_S:  # every caller of the batch waited that long
-                log.warning("admission of %d requests took %.1fs", len(batch), took)
+            if watch.elapsed() > SLOW_COMMIT_S:  # every caller of the batch waited that long
+                log.warning("admission of %d requests took %s", len(batch), watch.describe())
         except Exception as exc:  # handed to every caller still waiting, none swallowed
             for p in batch:
                 if not p.future.done():
                     p.future.set_exception(exc)
             return
         for p in batch:
-            if p.ticket is not None and p.started_at is not None:
+            if p.ticket is not None and p.started_at is not None and p.grant is not None:
                 self.live.add(p.req.request_id)
-                p.future.set_result(p.started_at)
+                p.future.set_result((p.started_at, p.grant))
                 if p.abandoned:  # the caller stopped waiting (client gone) before the commit
-                    self.on_abandoned(p.req.request_id)
+                    self.on_abandoned(p.req.request_id, p.grant)
 
     async def _transaction(self, batch: list[_Pending]) -> None:
         """Decide every request of the batch and insert the admitted ones, in one transaction. A refused
@@ -200,8 +207,12 @@ class OpenRequests:
             self._postpaid |= {t for t in tenants if not states[t].prepaid}
             self._postpaid -= {t for t in tenants if states[t].prepaid}
             counted = {t: held[t] for t in tenants if t in limited or states[t].prepaid}
+            # The rate windows' rows are locked after the tenants' locks (in every process: no cycle).
+            windows = await limits.lock_windows(conn, {s.subject for p in batch for s in p.windowed})
             admitted = [
-                p for p in batch if self._decide(p, states[p.req.tenant_id], counted.get(p.req.tenant_id), book)
+                p
+                for p in batch
+                if self._decide(p, states[p.req.tenant_id], counted.get(p.req.tenant_id), book, windows)
             ]
             # After the counts were read: a request admitted in a freed slot starts after the one that left.
             started_at = utcnow()
@@ -209,16 +220,25 @@ class OpenRequests:
                 p.started_at = started_at
             if admitted:
                 await self._insert(conn, admitted)
+                await limits.add_counts(conn, [p.grant for p in admitted if p.ticket is not None and p.grant])
 
     def _decide(
-        self, p: _Pending, state: AccountState, held: _Held | None, book: dict[str, list[PriceVersion]]
+        self,
+        p: _Pending,
+        state: AccountState,
+        held: _Held | None,
+        book: dict[str, list[PriceVersion]],
+        windows: dict[str, limits.Window],
     ) -> bool:
         req = p.req
         try:
+            if refused := limits.refusal(p.windowed, p.worst_case, windows):
+                raise refused
             if held is None:  # postpaid without concurrency limits: nothing to count
                 p.ticket = self._admission.decide_priced(
                     book, state, req.adapter_id, req.base_model, p.worst_case, 0, 0
                 )
+                p.grant = limits.count(p.windowed, p.worst_case, windows)
                 return True
             assert held.key_open is not None
             key_open = held.key_open.get(req.api_key_id, 0)
@@ -235,6 +255,7 @@ class OpenRequests:
         held.tokens += ticket.tokens
         held.micros += ticket.micros
         p.ticket = ticket
+        p.grant = limits.count(p.windowed, p.worst_case, windows)
         return True
 
     async def _insert(self, conn: asyncpg.Connection, admitted: list[_Pending]) -> None:

@@ -17,8 +17,10 @@ from typing import Any
 
 import asyncpg
 
+from billing.sql import unnest
 from gateway.db import is_unavailable
 from gateway.errors import DatabaseUnavailable
+from gateway.usage.stopwatch import Stopwatch
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ _COLUMNS = (
 _INSERT = (
     "WITH closed AS (DELETE FROM open_requests WHERE request_id = ANY($1::text[])) "
     f"INSERT INTO usage_records ({', '.join(c for c, _ in _COLUMNS)}) "
-    f"SELECT * FROM unnest({', '.join(f'${i}::{t}[]' for i, (_, t) in enumerate(_COLUMNS, 2))}) "
+    f"SELECT * FROM {unnest(_COLUMNS, 2)} "
     "ON CONFLICT (request_id) DO NOTHING RETURNING request_id"
 )
 _CLOSE = "DELETE FROM open_requests WHERE request_id = ANY($1::text[])"
@@ -138,14 +140,16 @@ class UsageWriter:
     async def _write_patiently(self, batch: list[_Item], marks: dict[str, tuple[str, int, int]]) -> None:
         """Served tokens must not be lost to a database blip: retry an unreachable database for a while
         (the clients wait), then give up with DatabaseUnavailable. Retrying is safe: request_id is unique."""
-        started = time.monotonic()
-        deadline = started + self._retry_for_s
+        watch = Stopwatch()
+        deadline = time.monotonic() + self._retry_for_s
         delay = 0.1
         while True:
             try:
                 await self._write(batch, marks)
-                if (took := time.monotonic() - started) > SLOW_COMMIT_S:  # clients and checkpoints waited that long
-                    log.warning("usage commit of %d items, %d checkpoints took %.1fs", len(batch), len(marks), took)
+                if watch.elapsed() > SLOW_COMMIT_S:  # clients and checkpoints waited that long
+                    log.warning(
+                        "usage commit of %d items, %d checkpoints took %s", len(batch), len(marks), watch.describe()
+                    )
                 return
             except Exception as exc:
                 if not is_unavailable(exc) or time.monotonic() + delay > deadline:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import secrets
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -65,6 +66,19 @@ def test_suspend_and_resume_a_tenant(gateway: Any, admin: httpx.Client, make_ten
     assert admin.patch("/admin/tenants/tnt_nope", json={"suspended": True}).status_code == 404
     listed = {x["id"]: x for x in admin.get("/admin/tenants").json()["data"]}
     assert listed[t.id]["active_keys"] == 1 and listed[t.id]["suspended"] is False
+
+
+@pytest.mark.parametrize(
+    ("terms", "param"), [({"billing_mode": "monthly"}, "billing_mode"), ({"trial_tokens": -1}, "trial_tokens")]
+)
+def test_a_tenant_on_bad_billing_terms_is_refused_and_not_created(
+    admin: httpx.Client, sql: Sql, terms: dict[str, Any], param: str
+) -> None:
+    name = f"bad-terms-{secrets.token_hex(4)}"
+    r = admin.post("/admin/tenants", json={"name": name, **terms})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == param and r.json()["error"]["type"] == "invalid_request_error"
+    assert sql.scalar("SELECT count(*) FROM tenants WHERE name = $1", name) == 0
 
 
 def test_keys_listing_and_expiry(gateway: Any, admin: httpx.Client, make_tenant: Any) -> None:

@@ -22,7 +22,7 @@ import pytest
 
 from devstack.engine import LocalEngine
 from devstack.postgres import EmbeddedPostgres
-from tests.support.processes import ROOT, GatewayProcess
+from tests.support.processes import ROOT, CpuWait, GatewayProcess
 from tests.support.sql import Sql
 from tests.support.streams import engine_settled, engine_stats, run_stream, start_streams, stream_body
 
@@ -174,15 +174,17 @@ def _kill_and_settle(
     before: float,
 ) -> None:
     t = make_tenant(billing_mode="postpaid")  # no prepaid lock: the 50 are admitted at once
+    assert victim.proc is not None
+    waits = CpuWait(victim.proc.pid)  # how long its event loop is denied a CPU (seconds at a time, seen here)
     body = stream_body(900)
     seen, threads = start_streams(50, lambda i, s: run_stream(victim.url, t.headers, body, s))
     # All 50 admitted (their open rows committed); the engine runs as many as its batch holds, the rest queue there.
     # Most admitted (open rows committed; a few may still queue for the engine's batch), the engine well into it.
     wait_for(lambda: sum(s.status == 200 for s in seen) >= 40, 120, "40 of 50 admitted")
     wait_for(lambda: engine_stats(engine.url)[0] - before >= 2000, 120, "the engine well into the work")
-    assert victim.proc is not None
     victim.proc.kill()  # SIGKILL: no cleanup of any kind
     killed_at = time.monotonic()
+    waits.stop()
     victim.proc.wait()
     for th in threads:
         th.join(30)
@@ -204,9 +206,15 @@ def _kill_and_settle(
     assert {s.request_id for s in answered} <= set(rows) and len(rows) <= 50
     assert all(s.status in (200, None) for s in seen), [s.status for s in seen]
     seen = answered
-    # Received by then ⇒ checkpointed and committed before the kill: one interval, plus a generous margin for
-    # a gateway whose one core is saturated by 50 fast streams (commits then lag by a second or two).
-    safe = killed_at - interval - 5.0
+    # Received by then ⇒ checkpointed and committed before the kill: one interval, plus a margin for a gateway
+    # whose core is saturated by 50 fast streams (commits lag by a second or two). Counted in time the victim
+    # had a CPU: this shared machine was seen to hold back every process but the engine's for up to 15 s at a
+    # time under this load, and no process can commit without a CPU.
+    safe = waits.had_cpu_for(interval + 3.0, before=killed_at)
+    print(
+        f"checking what clients had received {killed_at - safe:.1f}s before the kill (victim's CPU time: "
+        f"{interval + 3.0:.1f}s of it)"
+    )
     for s in seen:  # the story of each stream, for when an assertion below fails
         last = f"{s.marks[-1][0] - killed_at:+.2f}s" if s.marks else "-"
         row = rows[s.request_id]
@@ -262,16 +270,17 @@ def test_engine_killed_mid_stream(gateway: Any, engine: LocalEngine, make_tenant
     before = engine_settled(engine.url)
     body = stream_body(900)
     seen, threads = start_streams(48, lambda i, s: run_stream(gateway.url, t.headers, body, s))
-    # Killed early in the generation by the engine's own figures, once it runs half the streams: clients lag
-    # far behind the engine (it can finish all 48 before they read half), and a freshly started engine can
-    # finish a first stream before it batches the rest.
+    # Killed early in the generation by the engine's own figures, once it runs a quarter of the streams at once:
+    # clients lag far behind the engine (it can finish all 48 before they read half), and a freshly started
+    # engine can finish a first stream before it batches the rest. Not more: with the adapters of earlier tests
+    # loaded, the engine was seen to run at most 20 at a time.
     deadline = time.monotonic() + 120
     most_running = 0.0
     while True:
         generated, running = engine_stats(engine.url)
         at_kill = generated - before
         most_running = max(most_running, running)
-        if at_kill >= 400 and running >= 24:
+        if at_kill >= 400 and running >= 12:
             break
         assert time.monotonic() < deadline, (
             f"the engine did not start generating: {at_kill:.0f} new tokens, at most {most_running:.0f} running; "

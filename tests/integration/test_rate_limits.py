@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 import time
 from typing import Any
 
@@ -79,8 +80,12 @@ def test_concurrent_requests_limit(gateway: Any, admin: httpx.Client, make_tenan
     assert admin.patch(f"/admin/keys/{t.key_id}", json={"max_concurrent_requests": 2}).status_code == 200
     body = {"model": "tiny-base", "messages": CHAT, "max_tokens": 200, "ignore_eos": True}
 
+    ready = threading.Barrier(8)  # all 8 sent at once: a thread started late could find the others finished
+
     def one(_: int) -> httpx.Response:
-        return httpx.post(f"{gateway.url}/v1/chat/completions", headers=t.headers, json=body, timeout=60)
+        with httpx.Client(timeout=60) as client:
+            ready.wait(30)
+            return client.post(f"{gateway.url}/v1/chat/completions", headers=t.headers, json=body)
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(one, range(8)))

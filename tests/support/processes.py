@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -63,3 +64,41 @@ class GatewayProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+class CpuWait:
+    """Samples how long a process's main thread (a gateway's event loop) has waited for a CPU while runnable
+    (Linux schedstat), a few times a second, in a thread of its own. On a shared machine a process can be
+    denied the CPU for seconds; a test that asserts how soon it commits must allow for that time."""
+
+    def __init__(self, pid: int, every_s: float = 0.25) -> None:
+        self._path = Path(f"/proc/{pid}/task/{pid}/schedstat")
+        self._every_s = every_s
+        self.samples: list[tuple[float, float]] = []  # (monotonic time, seconds waited so far)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                waited = int(self._path.read_text().split()[1]) / 1e9
+            except (OSError, IndexError, ValueError):
+                return  # gone (or no schedstat here)
+            self.samples.append((time.monotonic(), waited))
+            self._stop.wait(self._every_s)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def had_cpu_for(self, seconds: float, before: float) -> float:
+        """The latest sampled time t such that between t and `before` the process was not waiting for a CPU for
+        at least `seconds` (it ran, or slept waiting for I/O): what it had to do by then it had time to do."""
+        if not self.samples:
+            return before - seconds
+        end_wait = next((w for t, w in reversed(self.samples) if t <= before), self.samples[-1][1])
+        for t, w in reversed(self.samples):
+            if t <= before and (before - t) - (end_wait - w) >= seconds:
+                return t
+        return self.samples[0][0] - seconds  # never had that much: nothing before it counts

@@ -1,0 +1,37 @@
+"""How long a step took, and why: a slow group commit is either the database, this process's own work, or a
+machine too busy to give this process a CPU. The log line of a slow commit says which."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+_SCHEDSTAT = Path("/proc/thread-self/schedstat")  # Linux: ns on a CPU, ns runnable but waiting for one, slices
+
+
+def _waited_for_cpu() -> float:
+    """Seconds the calling thread (the event loop's) has spent runnable but not running; 0 if unknown."""
+    try:
+        return int(_SCHEDSTAT.read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+class Stopwatch:
+    """Started on creation. Cheap to start: read only when a step turns out slow."""
+
+    __slots__ = ("_cpu", "_started", "_waited")
+
+    def __init__(self) -> None:
+        self._started = time.monotonic()
+        self._cpu = time.process_time()
+        self._waited = _waited_for_cpu()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self._started
+
+    def describe(self) -> str:
+        """e.g. '3.1s (0.4s of this process's CPU, 2.5s waiting for a CPU)'."""
+        cpu = time.process_time() - self._cpu
+        waited = _waited_for_cpu() - self._waited
+        return f"{self.elapsed():.1f}s ({cpu:.1f}s of this process's CPU, {waited:.1f}s waiting for a CPU)"
