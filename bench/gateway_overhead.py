@@ -150,8 +150,8 @@ def _progress(rnd: int, mode: str, load: str, t: Target, cell: dict, extra: str 
     )
 
 
-# The bench tenant's limits: checked and counted on every request (the limiter's transactions, the lock and
-# holds of a prepaid admission), but far above what the bench sends.
+# The bench tenant's limits: checked and counted on every request (its rate windows and concurrency in the
+# admission transaction, with the lock and holds of a prepaid admission), but far above what the bench sends.
 TENANT_LIMITS = {"rpm_limit": 10_000_000, "tpm_limit": 1_000_000_000, "max_concurrent_requests": 100_000}
 
 

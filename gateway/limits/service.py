@@ -27,15 +27,16 @@ from gateway.errors import RateLimited
 log = logging.getLogger(__name__)
 
 # Lock (creating them at 0) the counter rows a batch touches, in sorted order so that two batches never wait for
-# each other in a cycle, and read them. A NULL window is the current minute. ON CONFLICT DO UPDATE reads the
-# newest version of a row, committed after this statement's snapshot or not.
+# each other in a cycle, and read them. A NULL window is the current minute: the statement's, not the
+# transaction's (an admission reaches this after waiting for its tenants' locks). ON CONFLICT DO UPDATE reads
+# the newest version of a row, committed after this statement's snapshot or not.
 _LOCK = """
     INSERT INTO rate_counters (subject, window_start, requests, tokens)
-    SELECT DISTINCT s, coalesce(w, date_trunc('minute', now())), 0, 0
+    SELECT DISTINCT s, coalesce(w, date_trunc('minute', statement_timestamp())), 0, 0
     FROM unnest($1::text[], $2::timestamptz[]) AS u(s, w) ORDER BY 1, 2
     ON CONFLICT (subject, window_start) DO UPDATE SET requests = rate_counters.requests
-    RETURNING subject, window_start, requests, tokens, window_start = date_trunc('minute', now()) AS current,
-      ceil(extract(epoch FROM (window_start + interval '1 minute' - now())))::int AS reset_s
+    RETURNING subject, window_start, requests, tokens,
+      ceil(extract(epoch FROM (window_start + interval '1 minute' - statement_timestamp())))::int AS reset_s
 """
 _ADD = """
     UPDATE rate_counters c SET requests = c.requests + d.r, tokens = greatest(c.tokens + d.t, 0)

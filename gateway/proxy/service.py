@@ -145,12 +145,13 @@ class ProxyService:
             events = await self._with_reload(
                 call, lambda engine: stack.enter_async_context(engine.stream(call.endpoint, call.body)), stack
             )
-        except EngineError as exc:
+        except BaseException as exc:  # an engine error, or no engine call at all (database down, client gone)
             await stack.aclose()
             try:
-                await self._record_failure(call, exc)
+                if isinstance(exc, EngineError):
+                    await self._record_failure(call, exc)
             finally:
-                await self._settle(call)
+                await self._settle(call)  # else its open row stays, excluded from sweeps while this process lives
             raise
         relay = Relay(call, stack, RunningUsage(call.body))
         relay.events = self._relay(relay, events)

@@ -7,7 +7,8 @@ concurrent requests per tenant and per key, and the prepaid holds on trial token
 need those counts take a transaction-scoped lock per tenant, so the counts are exact, not per process.
 
 Admissions are group-committed: the requests that arrive while one admission transaction runs are admitted
-together in the next one (one lock per tenant, one read of the holds, one multi-row insert, one commit), and
+together in the next one (one lock per tenant, one read of the holds, one lock of the rate windows, one
+multi-row insert, one update of the windows, one commit), and
 each caller waits for that commit. The same transaction counts each admitted request in its per-minute rate
 windows (gateway/limits/service.py): a request is counted there if and only if its open row is committed.
 The insert also checks that the key is still live and its tenant not suspended, so a key revoked before the
@@ -180,7 +181,8 @@ class OpenRequests:
 
     async def _transaction(self, batch: list[_Pending]) -> None:
         """Decide every request of the batch and insert the admitted ones, in one transaction. A refused
-        request's future gets its error; an admitted one's `ticket` is set (its future once committed)."""
+        request's future gets its error; an admitted one's `ticket` and `grant` are set (its future once
+        committed)."""
         tenants = sorted({p.req.tenant_id for p in batch})
         limited = {p.req.tenant_id for p in batch if p.concurrent}
         while True:
@@ -207,7 +209,9 @@ class OpenRequests:
             self._postpaid |= {t for t in tenants if not states[t].prepaid}
             self._postpaid -= {t for t in tenants if states[t].prepaid}
             counted = {t: held[t] for t in tenants if t in limited or states[t].prepaid}
-            # The rate windows' rows are locked after the tenants' locks (in every process: no cycle).
+            # The rate windows' rows are locked after the tenants' locks (in every process: no cycle). A request
+            # counted here and then refused by _insert (key revoked a moment ago) is not written to the windows,
+            # but later requests of this batch saw it counted, as they see it in `held`: conservative, rare.
             windows = await limits.lock_windows(conn, {s.subject for p in batch for s in p.windowed})
             admitted = [
                 p

@@ -76,8 +76,11 @@ def test_tokens_per_minute_on_a_key(gateway: Any, admin: httpx.Client, make_tena
 
 
 def test_concurrent_requests_limit(gateway: Any, admin: httpx.Client, make_tenant: Any, sql: Any) -> None:
+    """At most 2 at once; a request refused for concurrency is not counted in the key's per-minute window."""
     t = make_tenant()
-    assert admin.patch(f"/admin/keys/{t.key_id}", json={"max_concurrent_requests": 2}).status_code == 200
+    limits = {"max_concurrent_requests": 2, "rpm_limit": 1000}
+    assert admin.patch(f"/admin/keys/{t.key_id}", json=limits).status_code == 200
+    fresh_window()
     body = {"model": "tiny-base", "messages": CHAT, "max_tokens": 200, "ignore_eos": True}
 
     ready = threading.Barrier(8)  # all 8 sent at once: a thread started late could find the others finished
@@ -99,6 +102,8 @@ def test_concurrent_requests_limit(gateway: Any, admin: httpx.Client, make_tenan
         running += step
         peak = max(peak, running)
     assert len(spans) == sum(a.status_code == 200 for a in answers) and peak <= 2
+    counted = sql.scalar("SELECT sum(requests) FROM rate_counters WHERE subject = $1", f"k:{t.key_id}")
+    assert counted == len(spans)
 
 
 def test_bad_limit_values(admin: httpx.Client, make_tenant: Any) -> None:
@@ -122,8 +127,9 @@ def test_limit_is_exact_across_two_gateway_processes(
 def test_concurrent_requests_are_counted_once_and_corrected_exactly(
     gateway: Any, admin: httpx.Client, make_tenant: Any, sql: Any
 ) -> None:
-    """Admissions and corrections of one tenant's concurrent requests share commits (group commit): each request
-    counts once in the tenant's and the key's windows, and the reserved tokens end up as the tokens used."""
+    """Concurrent requests of one tenant share admission commits, their corrections share other commits (group
+    commits): each request counts once in the tenant's and the key's windows, and the reserved tokens end up as
+    the tokens used."""
     t = make_tenant()
     admin.patch(f"/admin/tenants/{t.id}", json={"rpm_limit": 1000, "tpm_limit": 1_000_000})
     admin.patch(f"/admin/keys/{t.key_id}", json={"rpm_limit": 1000})
