@@ -43,6 +43,7 @@ from gateway.proxy.service import ProxyService
 from gateway.settings import Settings
 from gateway.usage.instances import Instance, new_instance_id
 from gateway.usage.open_requests import OpenRequests
+from gateway.usage.stopwatch import Observer
 from gateway.usage.writer import UsageWriter
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,16 @@ log = logging.getLogger(__name__)
 def account_defaults(settings: Settings) -> AccountDefaults:
     b = settings.billing
     return AccountDefaults(mode=b.default_mode, trial_tokens=b.trial_tokens, currency=b.currency, period=b.period)
+
+
+def _observer(metrics: Metrics, kind: str) -> Observer:
+    seconds, sizes = metrics.metering_commit.labels(kind), metrics.metering_batch.labels(kind)
+
+    def observe(took: float, items: int) -> None:
+        seconds.observe(took)
+        sizes.observe(items)
+
+    return observe
 
 
 async def _prune_rate_counters(limiter: RateLimiter, every_s: float = 60.0) -> None:
@@ -85,6 +96,8 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Any:
             limiter.settle(grant, 0)
 
         open_requests.on_abandoned = abandoned
+        open_requests.timed = _observer(metrics, "admission")
+        writer.timed = _observer(metrics, "usage")
         instance = Instance(metering, open_requests, writer, settings.server.instance_timeout_s)
         await instance.register()  # before any request is admitted: our open rows are never taken for orphans
         channel = Invalidations(settings.database.plain_url())

@@ -28,6 +28,8 @@ from gateway.settings import MetricsSettings
 log = logging.getLogger(__name__)
 
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+_COMMIT = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
 class Metrics:
@@ -95,6 +97,15 @@ class Metrics:
         self.outbox_backlog = Gauge(
             "gateway_billing_outbox_backlog", "Invoices waiting to be sent to Stripe", registry=r,
             multiprocess_mode="max",
+        )  # fmt: skip
+        self.metering_commit = Histogram(
+            "gateway_metering_commit_seconds",
+            "Durable group commits of the request path (admission: open rows and rate windows; usage: usage rows, "
+            "their charges, checkpoints): how long the requests of each waited", ["kind"], buckets=_COMMIT, registry=r,
+        )  # fmt: skip
+        self.metering_batch = Histogram(
+            "gateway_metering_commit_batch_size", "Requests decided (admission) or usage rows written (usage) per "
+            "group commit", ["kind"], buckets=_BATCH, registry=r,
         )  # fmt: skip
         self.db_pool_in_use = Gauge(
             "gateway_db_pool_connections_in_use", "Database connections checked out", registry=r,

@@ -35,7 +35,7 @@ from gateway.errors import AuthenticationFailed, GatewayError, PermissionDenied,
 from gateway.limits import service as limits
 from gateway.limits.service import Grant, Limits
 from gateway.timeutil import utcnow
-from gateway.usage.stopwatch import Stopwatch
+from gateway.usage.stopwatch import Observer, Stopwatch, ignore
 from gateway.usage.writer import SLOW_COMMIT_S
 
 log = logging.getLogger(__name__)
@@ -128,6 +128,7 @@ class OpenRequests:
         self._postpaid: set[str] = set()  # tenants last seen postpaid: not locked unless they have a limit
         # An admission committed for a caller that stopped waiting (client gone): close its row, settle its grant.
         self.on_abandoned: Callable[[str, Grant], None] = lambda request_id, grant: None
+        self.timed: Observer = ignore  # each admission commit's duration and requests decided
 
     async def open(self, req: Opening, subjects: tuple[Limits, ...], worst_case: int) -> tuple[datetime, Grant]:
         """Admit against rate and concurrency limits and prepaid quota, count the rate windows and commit the
@@ -165,6 +166,7 @@ class OpenRequests:
         try:
             async with guarded():
                 await self._transaction(batch)
+            self.timed(watch.elapsed(), len(batch))
             if watch.elapsed() > SLOW_COMMIT_S:  # every caller of the batch waited that long
                 log.warning("admission of %d requests took %s", len(batch), watch.describe())
         except Exception as exc:  # handed to every caller still waiting, none swallowed

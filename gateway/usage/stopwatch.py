@@ -4,7 +4,15 @@ machine too busy to give this process a CPU. The log line of a slow commit says 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+Observer = Callable[[float, int], None]  # (seconds, items) of a finished group commit, e.g. into a histogram
+
+
+def ignore(seconds: float, items: int) -> None:
+    """An Observer that keeps nothing."""
+
 
 _SCHEDSTAT = Path("/proc/thread-self/schedstat")  # Linux: ns on a CPU, ns runnable but waiting for one, slices
 

@@ -20,7 +20,7 @@ import asyncpg
 from billing.sql import unnest
 from gateway.db import is_unavailable
 from gateway.errors import DatabaseUnavailable
-from gateway.usage.stopwatch import Stopwatch
+from gateway.usage.stopwatch import Observer, Stopwatch, ignore
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ class UsageWriter:
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.on_closed: Callable[[str], None] = lambda request_id: None
+        self.timed: Observer = ignore  # each commit's duration and usage rows + discards
         self._marks: dict[str, tuple[str, int, int]] = {}  # request id → its latest running usage
 
     def start(self) -> None:
@@ -146,6 +147,7 @@ class UsageWriter:
         while True:
             try:
                 await self._write(batch, marks)
+                self.timed(watch.elapsed(), sum(kind != "wake" for kind, _, _ in batch))
                 if watch.elapsed() > SLOW_COMMIT_S:  # clients and checkpoints waited that long
                     log.warning(
                         "usage commit of %d items, %d checkpoints took %s", len(batch), len(marks), watch.describe()

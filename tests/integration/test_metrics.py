@@ -46,15 +46,31 @@ def traffic(url: str, headers: dict[str, str], n: int, stream: bool = False) -> 
         assert r.status_code == 200, r.text
 
 
+def commits(families: dict[str, list[Any]], kind: str) -> tuple[float, float]:
+    """(group commits, requests or rows in them) of one kind of metering commit."""
+    count = {s.labels["kind"]: s.value for s in families.get("gateway_metering_commit_seconds", [])
+             if s.name.endswith("_count")}  # fmt: skip
+    items = {s.labels["kind"]: s.value for s in families.get("gateway_metering_commit_batch_size", [])
+             if s.name.endswith("_sum")}  # fmt: skip
+    return count.get(kind, 0.0), items.get(kind, 0.0)
+
+
 def test_counters_equal_the_usage_table(gateway: Any, make_tenant: Any, sql: Sql) -> None:
     t = make_tenant()
-    before_m, before_db = token_totals(scrape(gateway.url)), db_totals(sql)
+    before = scrape(gateway.url)
+    before_m, before_db = token_totals(before), db_totals(sql)
     traffic(gateway.url, t.headers, 6)
     traffic(gateway.url, t.headers, 4, stream=True)
     after = scrape(gateway.url)
     after_m, after_db = token_totals(after), db_totals(sql)
     for kind in ("prompt", "completion"):
         assert after_m[kind] - before_m[kind] == after_db[kind] - before_db[kind] > 0
+    # One request at a time: 10 admission commits of one request each; 10 usage rows in at least one commit
+    # (with the streams' checkpoints, more commits than rows is possible).
+    (a0, ai0), (a1, ai1) = commits(before, "admission"), commits(after, "admission")
+    assert (a1 - a0, ai1 - ai0) == (10, 10)
+    (u0, ui0), (u1, ui1) = commits(before, "usage"), commits(after, "usage")
+    assert u1 - u0 >= 1 and ui1 - ui0 == 10
     names = set(after)
     for expected in ("gateway_http_requests", "gateway_http_request_duration_seconds", "gateway_in_flight_requests",
                      "gateway_time_to_first_token_seconds", "gateway_upstream_duration_seconds", "gateway_engine_up",
