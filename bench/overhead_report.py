@@ -220,7 +220,8 @@ def markdown(results: dict[str, Any], notes: str | None) -> str:
     out += [
         "```",
         "",
-        "Plots: gateway_overhead_latency.png, gateway_overhead_throughput.png, gateway_overhead_cpu.png",
+        "Plots: gateway_overhead_latency.png, gateway_overhead_throughput.png, gateway_overhead_cpu.png, "
+        "gateway_overhead_open_loop.png",
         "",
     ]
     return "\n".join(out)

@@ -83,6 +83,41 @@ def main() -> None:
         fig.tight_layout()
         fig.savefig(out / f"gateway_overhead_{name}.png", dpi=110)
 
+    _open_loop(results.get("rate_cells", []), targets, note, out)
+
+
+def _open_loop(cells: list[dict[str, Any]], targets: list[str], note: str, out: Path) -> None:
+    """Added latency at each fixed offered rate (no queue of its own making): grouped bars, p50 / p90 / p99."""
+    if not cells:
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, (mode, series, title) in zip(
+        axes,
+        (("json", "total_ms", "non-streaming: added latency"), ("stream", "ttft_ms", "streaming: added TTFT")),
+        strict=True,
+    ):
+        rates = sorted({c["rate"] for c in cells if c["mode"] == mode})
+        shown = [t for t in targets if t != "direct"]
+        width = 0.8 / (len(shown) * 3)
+        for i, t in enumerate(shown):
+            for j, q in enumerate(("p50", "p90", "p99")):
+                added = []
+                for rate in rates:
+                    key = (mode, rate)
+                    mine = [c[series][q] for c in cells if (c["mode"], c["rate"]) == key and c["target"] == t]
+                    base = [c[series][q] for c in cells if (c["mode"], c["rate"]) == key and c["target"] == "direct"]
+                    added.append(statistics.median(mine) - statistics.median(base) if mine and base else float("nan"))
+                xs = [k + (i * 3 + j) * width - 0.4 + width / 2 for k in range(len(rates))]
+                ax.bar(xs, added, width, color=COLORS[t], alpha=(1.0, 0.7, 0.4)[j], label=f"{t} {q}")
+        ax.set_xticks(range(len(rates)), [f"{r:g} req/s" for r in rates])
+        ax.set_ylabel("ms added over direct")
+        ax.set_title(f"{title} (open loop; LiteLLM only at the lowest rate)", fontsize=9)
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(note, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "gateway_overhead_open_loop.png", dpi=110)
+
 
 if __name__ == "__main__":
     main()
