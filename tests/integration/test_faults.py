@@ -154,7 +154,9 @@ def test_gateway_kill_9_during_50_streams(
 ) -> None:
     """kill -9 with 50 streams open; a new process settles them from their open rows and last checkpoints:
     what a client had received about one checkpoint interval (and a commit) before the crash is billed."""
-    env = {**gateway_env, "GATEWAY_INSTANCE_TIMEOUT": "20", "USAGE_CHECKPOINT_INTERVAL": str(interval)}
+    # A timeout the victim keeps while alive: here its event loop was seen denied a CPU for 24 s at a time, and
+    # with 20 s the main gateway took it for dead mid-test and settled its streams (as designed) before the kill.
+    env = {**gateway_env, "GATEWAY_INSTANCE_TIMEOUT": "45", "USAGE_CHECKPOINT_INTERVAL": str(interval)}
     before = engine_settled(engine.url)  # an idle engine (a busy one may fail the new process's health checks)
     victim = GatewayProcess(env, ARTIFACTS / "gateway-kill9.log")
     victim.start()
@@ -194,7 +196,7 @@ def _kill_and_settle(
     survivor = GatewayProcess(env, ARTIFACTS / "gateway-kill9-after.log")
     survivor.start()
     try:
-        wait_for(lambda: open_rows(sql, t.id) == 0, 60, "the orphans to be settled")
+        wait_for(lambda: open_rows(sql, t.id) == 0, 120, "the orphans to be settled")
     finally:
         survivor.stop()
     produced = engine_settled(engine.url) - before
@@ -224,6 +226,9 @@ def _kill_and_settle(
         row = rows[s.request_id]
         if s.done:  # finished (and metered) before the kill
             assert (row["status"], row["completion_tokens"]) == ("ok", 900)
+            continue
+        if row["status"] == "ok":  # relayed to its end and metered before the kill; its tail died in the socket
+            assert row["completion_tokens"] == 900 >= s.last[0]
             continue
         assert row["status"] == "gateway_lost"
         assert s.completion_at(safe) <= row["completion_tokens"], (row, s.marks[-3:])
