@@ -8,9 +8,9 @@ need those counts take a transaction-scoped lock per tenant, so the counts are e
 
 Admissions are group-committed: the requests that arrive while one admission transaction runs are admitted
 together in the next one (one lock per tenant, one read of the holds, one lock of the rate windows, one
-multi-row insert, one update of the windows, one commit), and
-each caller waits for that commit. The same transaction counts each admitted request in its per-minute rate
-windows (gateway/limits/service.py): a request is counted there if and only if its open row is committed.
+multi-row insert, one update of the windows, one commit), and each caller waits for that commit. The same
+transaction counts each admitted request in its per-minute rate windows (gateway/limits/service.py): a
+request is counted there if and only if its open row is committed.
 The insert also checks that the key is still live and its tenant not suspended, so a key revoked before the
 admission commits is refused whatever a cache says.
 """
