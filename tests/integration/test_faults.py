@@ -157,13 +157,17 @@ def test_gateway_kill_9_during_50_streams(
     # A timeout the victim keeps while alive: here its event loop was seen denied a CPU for 24 s at a time, and
     # with 20 s the main gateway took it for dead mid-test and settled its streams (as designed) before the kill.
     env = {**gateway_env, "GATEWAY_INSTANCE_TIMEOUT": "45", "USAGE_CHECKPOINT_INTERVAL": str(interval)}
-    before = engine_settled(engine.url)  # an idle engine (a busy one may fail the new process's health checks)
-    victim = GatewayProcess(env, ARTIFACTS / "gateway-kill9.log")
-    victim.start()
-    try:
-        _kill_and_settle(victim, env, engine, make_tenant, sql, interval, before)
-    finally:
-        victim.stop()  # only if a check failed before the kill
+    for attempt in (1, 2):  # a machine that holds this process back can let all 50 finish before the kill
+        before = engine_settled(engine.url)  # an idle engine (a busy one may fail the new process's health checks)
+        victim = GatewayProcess(env, ARTIFACTS / "gateway-kill9.log")
+        victim.start()
+        try:
+            if _kill_and_settle(victim, env, engine, make_tenant, sql, interval, before):
+                return
+        finally:
+            victim.stop()  # only if a check failed before the kill
+        print(f"attempt {attempt}: fewer than 10 streams were still open at the kill")
+    pytest.fail("twice, fewer than 10 of the 50 streams were still open when the gateway was killed")
 
 
 def _kill_and_settle(
@@ -174,13 +178,13 @@ def _kill_and_settle(
     sql: Sql,
     interval: float,
     before: float,
-) -> None:
+) -> bool:
+    """False if the kill came too late to test anything (fewer than 10 streams open then)."""
     t = make_tenant(billing_mode="postpaid")  # no prepaid lock: the 50 are admitted at once
     assert victim.proc is not None
     waits = CpuWait(victim.proc.pid)  # how long its event loop is denied a CPU (seconds at a time, seen here)
     body = stream_body(900)
     seen, threads = start_streams(50, lambda i, s: run_stream(victim.url, t.headers, body, s))
-    # All 50 admitted (their open rows committed); the engine runs as many as its batch holds, the rest queue there.
     # Most admitted (open rows committed; a few may still queue for the engine's batch), the engine well into it.
     wait_for(lambda: sum(s.status == 200 for s in seen) >= 40, 120, "40 of 50 admitted")
     wait_for(lambda: engine_stats(engine.url)[0] - before >= 2000, 120, "the engine well into the work")
@@ -190,8 +194,8 @@ def _kill_and_settle(
     victim.proc.wait()
     for th in threads:
         th.join(30)
-    cut = [s for s in seen if not s.done]
-    assert len(cut) >= 10, f"only {len(cut)} streams were still open at the kill"
+    if len([s for s in seen if not s.done]) < 10:
+        return False  # its open rows (if any) are the main gateway's to settle once the victim's timeout passes
 
     survivor = GatewayProcess(env, ARTIFACTS / "gateway-kill9-after.log")
     survivor.start()
@@ -243,6 +247,7 @@ def _kill_and_settle(
     )
     assert charged == billed
     print(f"interval {interval}: clients received {received}, billed {billed}, engine generated {produced}")
+    return True
 
 
 def test_postgres_restart_under_load_loses_nothing(
@@ -271,28 +276,23 @@ def test_postgres_restart_under_load_loses_nothing(
 
 def test_engine_killed_mid_stream(gateway: Any, engine: LocalEngine, make_tenant: Any, sql: Sql) -> None:
     """The engine dies: each stream ends with an OpenAI-style error event and is billed exactly what it got."""
+    for attempt in (1, 2):  # a machine that holds this process back can let every stream finish before the kill
+        if _kill_engine_mid_streams(gateway, engine, make_tenant, sql):
+            return
+        print(f"attempt {attempt}: no stream was still open when the engine was killed")
+    pytest.fail(f"twice, no stream was still open when the engine was killed\n{log_warnings('gateway.log')}")
+
+
+def _kill_engine_mid_streams(gateway: Any, engine: LocalEngine, make_tenant: Any, sql: Sql) -> bool:
+    """48 streams, the engine killed early in them; False if the kill came too late to cut any."""
     t = make_tenant(billing_mode="postpaid")
     before = engine_settled(engine.url)
-    body = stream_body(900)
-    seen, threads = start_streams(48, lambda i, s: run_stream(gateway.url, t.headers, body, s))
-    # Killed early in the generation by the engine's own figures, once it runs a quarter of the streams at once:
-    # clients lag far behind the engine (it can finish all 48 before they read half), and a freshly started
-    # engine can finish a first stream before it batches the rest. Not more: with the adapters of earlier tests
-    # loaded, the engine was seen to run at most 20 at a time.
-    deadline = time.monotonic() + 120
-    most_running = 0.0
-    while True:
-        generated, running = engine_stats(engine.url)
-        at_kill = generated - before
-        most_running = max(most_running, running)
-        if at_kill >= 400 and running >= 12:
-            break
-        assert time.monotonic() < deadline, (
-            f"the engine did not start generating: {at_kill:.0f} new tokens, at most {most_running:.0f} running; "
-            f"clients: {sorted(collections.Counter(s.status for s in seen).items(), key=str)} statuses, "
-            f"{sum(bool(s.marks) for s in seen)} with tokens\n{log_warnings('gateway.log')}"
-        )
-        time.sleep(0.02)
+    seen, threads = start_streams(48, lambda i, s: run_stream(gateway.url, t.headers, stream_body(900), s))
+    at_kill = _mid_generation(engine, before, seen)
+    if at_kill is None:
+        for th in threads:
+            th.join(60)
+        return False
     engine.kill()
     try:
         for th in threads:
@@ -303,8 +303,6 @@ def test_engine_killed_mid_stream(gateway: Any, engine: LocalEngine, make_tenant
         wait_for(lambda: len(usage_rows(sql, t.id)) == len(admitted) and open_rows(sql, t.id) == 0, 30, "rows")
         rows = {r["request_id"]: r for r in usage_rows(sql, t.id)}
         assert set(rows) == {s.request_id for s in admitted}
-        cut = [s for s in admitted if not s.done]
-        assert cut, f"no stream was cut: {len(admitted)} of 48 admitted, engine at {at_kill} tokens when killed"
         for s in admitted:
             row = rows[s.request_id]
             if s.done:  # finished before the kill
@@ -314,11 +312,37 @@ def test_engine_killed_mid_stream(gateway: Any, engine: LocalEngine, make_tenant
             assert row["status"] == "engine_error"
             assert (row["completion_tokens"], row["prompt_tokens"]) == s.last  # exactly what was relayed
         assert open_rows(sql, t.id) == 0
+        cut = [s for s in admitted if not s.done]
+        print(f"{len(cut)} of {len(admitted)} admitted streams cut, engine at {at_kill:.0f} new tokens when killed")
+        return bool(cut)
     finally:
         engine.start()
         engine.wait_ready(progress=False)
         # the gateway serves again once the engine is back (the next tests need it)
         wait_for(lambda: serves(gateway.url, t.headers), 60, "the gateway to serve again")
+
+
+def _mid_generation(engine: LocalEngine, before: float, seen: list[Any]) -> float | None:
+    """Wait until the engine is early in the streams' generation by its own figures (400 new tokens, some
+    running) with streams still open; its new-token count then, or None if every stream finished first.
+    Clients lag far behind the engine (it can finish all 48 before they read half), so the engine's figures
+    decide, as early as they show it at work (it was seen to run from 8 to 20 at once here)."""
+    deadline = time.monotonic() + 120
+    most_running = 0.0
+    while True:
+        generated, running = engine_stats(engine.url)
+        at_kill = generated - before
+        most_running = max(most_running, running)
+        if at_kill >= 400 and running >= 1:
+            return at_kill
+        if seen and all(s.done or s.failure for s in seen):
+            return None
+        assert time.monotonic() < deadline, (
+            f"the engine did not start generating: {at_kill:.0f} new tokens, at most {most_running:.0f} running; "
+            f"clients: {sorted(collections.Counter(s.status for s in seen).items(), key=str)} statuses, "
+            f"{sum(bool(s.marks) for s in seen)} with tokens\n{log_warnings('gateway.log')}"
+        )
+        time.sleep(0.02)
 
 
 def serves(url: str, headers: dict[str, str]) -> bool:
