@@ -3,9 +3,10 @@ machine too busy to give this process a CPU. The log line of a slow commit says 
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 Observer = Callable[[float, int], None]  # (seconds, items) of a finished group commit, e.g. into a histogram
 
@@ -14,13 +15,21 @@ def ignore(seconds: float, items: int) -> None:
     """An Observer that keeps nothing."""
 
 
-_SCHEDSTAT = Path("/proc/thread-self/schedstat")  # Linux: ns on a CPU, ns runnable but waiting for one, slices
+_SCHEDSTAT = "/proc/thread-self/schedstat"  # Linux: ns on a CPU, ns runnable but waiting for one, slices
+_opened = threading.local()  # per thread: its schedstat file, kept open (a read is then ~1 µs, not ~14)
 
 
 def _waited_for_cpu() -> float:
     """Seconds the calling thread (the event loop's) has spent runnable but not running; 0 if unknown."""
+    fd = getattr(_opened, "fd", None)
+    if fd is None:
+        try:
+            fd = os.open(_SCHEDSTAT, os.O_RDONLY)
+        except OSError:  # not Linux: not known, and not tried again
+            fd = -1
+        _opened.fd = fd
     try:
-        return int(_SCHEDSTAT.read_text().split()[1]) / 1e9
+        return int(os.pread(fd, 128, 0).split()[1]) / 1e9 if fd >= 0 else 0.0
     except (OSError, IndexError, ValueError):
         return 0.0
 
