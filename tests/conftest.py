@@ -105,6 +105,9 @@ def gateway_env(database_url: str, engine: LocalEngine, admin_token: str, workdi
         # A 2-core box whose vLLM CPU engine runs 50 streams at full tilt can take seconds to accept a connection
         # (the default 5 s is meant for an engine with cores to spare); the fault tests are not about that.
         "ENGINE_CONNECT_TIMEOUT": "30",
+        # Likewise its /health: with the default 2 s × 3 failures, the gateway took the engine out mid-test (503
+        # for most of 48 streams) while the machine held every process back for 15-20 s at a time.
+        "ENGINE_HEALTH_TIMEOUT": "10",
     }
 
 
