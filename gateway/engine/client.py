@@ -107,9 +107,18 @@ class EngineClient:
             # them: reusing one the server is closing fails the request as if the engine were gone.
             connector=aiohttp.TCPConnector(limit=settings.max_connections, keepalive_timeout=3.0),
         )
+        # Health checks open a connection of their own each time: a kept-alive one can be stale when this process
+        # was held back for seconds (its idle clock starts when we got round to releasing it, the engine's when
+        # it answered), and a check that fails on it would take a healthy engine out of routing.
+        self._probe = aiohttp.ClientSession(
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=settings.health_timeout_s, connect=settings.connect_timeout_s),
+            connector=aiohttp.TCPConnector(limit=4, force_close=True),
+        )
 
     async def aclose(self) -> None:
         await self.http.close()
+        await self._probe.close()
 
     async def _request(
         self, method: str, path: str, body: Any = None, timeout_s: float | None = None
@@ -131,7 +140,9 @@ class EngineClient:
         """ "ok"; "down" (refused, reset, or an error answer: the engine is gone or broken); or "slow" (no answer
         in time: a busy engine on a busy host answers late, which alone does not make it dead)."""
         try:
-            status, _ = await self._request("GET", "/health", timeout_s=self.settings.health_timeout_s)
+            async with _translate(), self._probe.get(self.url + "/health") as r:
+                status = r.status
+                await r.read()
         except EngineTimeout:
             return "slow"
         except EngineError:

@@ -61,6 +61,7 @@ class Member:
 
 
 STARTUP_GRACE_S = 15.0
+CALL_RETRIES = 3  # a call whose connection broke, on an engine that still answers its health check
 # Held around one adapter load on one engine; the app passes a lock shared by every gateway process.
 LoadGuard = Callable[[str, str], contextlib.AbstractAsyncContextManager[Any]]
 
@@ -219,22 +220,30 @@ class EnginePool:
         is held until `held` closes (for a stream: when the relay ends)."""
         await self._startup_grace()
         tried: list[Member] = []
-        retried = False
+        retries = 0
+        broken: EngineUnavailable | None = None
         while True:
-            m = self.choose(base_model, adapter.id if adapter else None, tried)
+            try:
+                m = self.choose(base_model, adapter.id if adapter else None, tried)
+            except EngineUnavailable:
+                if broken is None:
+                    raise
+                raise broken from None  # the connection broke (the engine may well be there)
             tried.append(m)
             self._acquire(m)
             try:
                 result = await self._call_on(m, adapter, call)
             except EngineUnavailable as exc:
                 self._release(m)
-                # A connection that broke is not yet a dead engine: ask it. Only a failed check takes it out;
-                # else the call is tried once more, on whichever engine the routing picks now.
+                broken = exc
+                # A connection that broke is not yet a dead engine (a kept-alive one can be stale after this
+                # process was held back): ask it on a fresh one. Only a failed check takes it out; else the call
+                # is tried again, on whichever engine the routing picks now.
                 if await m.client.health() == "down":
                     self.mark_down(m, "connection failed")
-                elif not retried:
+                elif retries < CALL_RETRIES:
                     tried.remove(m)
-                    retried = True
+                    retries += 1
                 log.info("call for %s moves off %s: %s", adapter.id if adapter else base_model, m.url, exc.message)
                 continue
             except BaseException:

@@ -197,7 +197,10 @@ def test_two_engines_affinity_spill_failover_and_rejoin(
     with ThreadPoolExecutor(24) as ex:  # split over the two gateways: each sees up to 12 at once
         assert all(r.status == 200 for r in ex.map(lambda _: pool.ask(key, hot, max_tokens=256), range(24)))
     burst = delta(pool.routed(), before)
-    assert burst.get(homes[hot], 0) >= burst.get(other, 0) > 0, burst
+    # How many each engine gets over a burst depends on how long its answers take (the busier one finishes later
+    # and so takes fewer): the bound's arithmetic is tests/unit/test_routing.py's. Here: it spilled, and the
+    # home engine took at least its floor (ENGINE_LOAD_FLOOR, 3) first.
+    assert burst.get(homes[hot], 0) >= 3 and burst.get(other, 0) > 0, burst
     assert names[hot] in pool.engine_states()[other]["adapters"]  # loaded there on demand
 
     # 3. Kill one engine mid-traffic: nothing accepted is lost, the rest goes to the survivor.

@@ -34,8 +34,9 @@ def log_warnings(name: str, last: int = 20) -> str:
     """The last warnings and errors a gateway logged (in test-artifacts/), for a failure to show them."""
     path = ARTIFACTS / name
     lines = path.read_text(errors="replace").splitlines() if path.exists() else []
-    found = [line for line in lines if "WARNING" in line or "ERROR" in line][-last:]
-    return "\n".join([f"{name}:", *found])
+    found = [line for line in lines if "WARNING" in line or "ERROR" in line]
+    engines = [line for line in found[:-last] if " is down: " in line]  # when routing lost its engine, and why
+    return "\n".join([f"{name}:", *engines, *found[-last:]])
 
 
 def usage_rows(sql: Sql, tenant_id: str) -> list[dict[str, Any]]:
