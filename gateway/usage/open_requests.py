@@ -36,7 +36,6 @@ from gateway.limits import service as limits
 from gateway.limits.service import Grant, Limits
 from gateway.timeutil import utcnow
 from gateway.usage.stopwatch import Observer, Stopwatch, ignore
-from gateway.usage.writer import SLOW_COMMIT_S
 
 log = logging.getLogger(__name__)
 
@@ -166,9 +165,7 @@ class OpenRequests:
         try:
             async with guarded():
                 await self._transaction(batch)
-            self.timed(watch.elapsed(), len(batch))
-            if watch.elapsed() > SLOW_COMMIT_S:  # every caller of the batch waited that long
-                log.warning("admission of %d requests took %s", len(batch), watch.describe())
+            watch.finished(self.timed, len(batch), log, "admission of %d requests", len(batch))
         except Exception as exc:  # handed to every caller still waiting, none swallowed
             for p in batch:
                 if not p.future.done():

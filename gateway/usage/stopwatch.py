@@ -3,12 +3,15 @@ machine too busy to give this process a CPU. The log line of a slow commit says 
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 Observer = Callable[[float, int], None]  # (seconds, items) of a finished group commit, e.g. into a histogram
+SLOW_S = 1.0  # a group commit slower than this is logged: every caller of the batch waited that long
 
 
 def ignore(seconds: float, items: int) -> None:
@@ -52,3 +55,11 @@ class Stopwatch:
         cpu = time.process_time() - self._cpu
         waited = _waited_for_cpu() - self._waited
         return f"{self.elapsed():.1f}s ({cpu:.1f}s of this process's CPU, {waited:.1f}s waiting for a CPU)"
+
+    def finished(self, observe: Observer, items: int, log: logging.Logger, what: str, *args: Any) -> None:
+        """The step is done: its time goes to `observe`, and to `log` with the reason when slower than SLOW_S
+        (`what % args` names the step, e.g. "admission of %d requests")."""
+        seconds = self.elapsed()
+        observe(seconds, items)
+        if seconds > SLOW_S:
+            log.warning(what + " took %s", *args, self.describe())

@@ -48,7 +48,6 @@ _CHECKPOINT = """
     WHERE o.request_id = c.id
 """
 
-SLOW_COMMIT_S = 1.0  # a group commit slower than this is logged
 
 # Called inside the usage transaction with the rows that were new: billing rates them there, so a usage row
 # and its charge are committed together or not at all.
@@ -147,11 +146,9 @@ class UsageWriter:
         while True:
             try:
                 await self._write(batch, marks)
-                self.timed(watch.elapsed(), sum(kind != "wake" for kind, _, _ in batch))
-                if watch.elapsed() > SLOW_COMMIT_S:  # clients and checkpoints waited that long
-                    log.warning(
-                        "usage commit of %d items, %d checkpoints took %s", len(batch), len(marks), watch.describe()
-                    )
+                rows = sum(kind != "wake" for kind, _, _ in batch)
+                what = "usage commit of %d items, %d checkpoints"
+                watch.finished(self.timed, rows, log, what, len(batch), len(marks))
                 return
             except Exception as exc:
                 if not is_unavailable(exc) or time.monotonic() + delay > deadline:
