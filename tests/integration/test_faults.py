@@ -20,11 +20,12 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 
 from devstack.engine import LocalEngine
 from devstack.postgres import EmbeddedPostgres
-from tests.support.processes import ROOT, CpuWait, GatewayProcess
+from tests.support.processes import ROOT, CpuCap, CpuWait, GatewayProcess
 from tests.support.sql import Sql
 from tests.support.streams import engine_settled, engine_stats, run_stream, start_streams, stream_body
 
@@ -197,12 +198,13 @@ def _kill_and_settle(
     assert victim.proc is not None
     waits = CpuWait(victim.proc.pid)  # how long its event loop is denied a CPU (seconds at a time, seen here)
     body = stream_body(900)
-    seen, threads = start_streams(50, lambda i, s: run_stream(victim.url, t.headers, body, s))
-    # Most admitted (open rows committed; a few may still queue for the engine's batch), the engine well into it.
-    wait_for(lambda: sum(s.status == 200 for s in seen) >= 40, 120, "40 of 50 admitted")
-    wait_for(lambda: engine_stats(engine.url)[0] - before >= 2000, 120, "the engine well into the work")
-    victim.proc.kill()  # SIGKILL: no cleanup of any kind
-    killed_at = time.monotonic()
+    with CpuCap(model_workers(engine), share=0.25):  # streams still open at the kill, however late it comes
+        seen, threads = start_streams(50, lambda i, s: run_stream(victim.url, t.headers, body, s))
+        # Most admitted (open rows committed; a few may still queue for the engine's batch), the engine into it.
+        wait_for(lambda: sum(s.status == 200 for s in seen) >= 40, 120, "40 of 50 admitted")
+        wait_for(lambda: engine_stats(engine.url)[0] - before >= 2000, 120, "the engine well into the work")
+        victim.proc.kill()  # SIGKILL: no cleanup of any kind
+        killed_at = time.monotonic()
     waits.stop()
     victim.proc.wait()
     for th in threads:
@@ -300,13 +302,17 @@ def _kill_engine_mid_streams(gateway: Any, engine: LocalEngine, make_tenant: Any
     """48 streams, the engine killed early in them; False if the kill came too late to cut any."""
     t = make_tenant(billing_mode="postpaid")
     before = engine_settled(engine.url)
-    seen, threads = start_streams(48, lambda i, s: run_stream(gateway.url, t.headers, stream_body(900), s))
-    at_kill = _mid_generation(engine, before, seen, threads)
-    if at_kill is None:
-        for th in threads:
-            th.join(60)
-        return False
-    engine.kill()
+    # The model worker at a tenth of a CPU: generation is then slower than this machine's longest stalls of the
+    # gateway and this test (seconds), which otherwise let the engine finish the first streams before the kill.
+    with CpuCap(model_workers(engine), share=0.1) as cap:
+        print("engine's model worker capped at 10% of a CPU" if cap.active else "no cgroup: engine not capped")
+        seen, threads = start_streams(48, lambda i, s: run_stream(gateway.url, t.headers, stream_body(900), s))
+        at_kill = _mid_generation(engine, before, seen, threads)
+        if at_kill is None:
+            for th in threads:
+                th.join(60)
+            return False
+        engine.kill()
     try:
         for th in threads:
             th.join(60)
@@ -358,6 +364,15 @@ def _mid_generation(
             f"{sum(bool(s.marks) for s in seen)} with tokens\n{log_warnings('gateway.log')}"
         )
         time.sleep(0.02)
+
+
+def model_workers(engine: LocalEngine) -> list[int]:
+    """The engine's processes that run the model (vLLM names them VLLM::Worker…)."""
+    assert engine.proc is not None
+    tree = psutil.Process(engine.proc.pid).children(recursive=True)
+    workers = [p.pid for p in tree if "Worker" in p.name()]
+    assert workers, [p.name() for p in tree]
+    return workers
 
 
 def serves(url: str, headers: dict[str, str]) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -102,3 +103,68 @@ class CpuWait:
             if t <= before and (before - t) - (end_wait - w) >= seconds:
                 return t
         return self.samples[0][0] - seconds  # never had that much: nothing before it counts
+
+
+class CpuCap:
+    """Caps processes at a share of one CPU with a cgroup (cgroup v1 `cpu` or v2; needs root) while open.
+
+    A test that must act while the engine is still generating caps the engine's model worker: on a machine that
+    holds the test back for seconds, an uncapped engine finishes every stream first. Where no cgroup can be
+    made, nothing is capped and `active` is False."""
+
+    def __init__(self, pids: list[int], share: float) -> None:
+        self.pids, self.share = pids, share
+        self.path: Path | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.path is not None
+
+    def __enter__(self) -> CpuCap:
+        name = f"tests-cap-{os.getpid()}-{time.monotonic_ns()}"
+        period, quota = 100_000, int(100_000 * self.share)
+        v1 = {"cpu.cfs_period_us": str(period), "cpu.cfs_quota_us": str(quota)}
+        for root, limits in (
+            (Path("/sys/fs/cgroup/cpu"), v1),
+            (Path("/sys/fs/cgroup"), {"cpu.max": f"{quota} {period}"}),
+        ):
+            group = root / name
+            try:
+                group.mkdir()
+            except OSError:
+                continue
+            try:
+                if not (group / "cgroup.procs").exists():  # a plain folder, not a cgroup
+                    raise OSError("not a cgroup")
+                for file, value in limits.items():
+                    (group / file).write_text(value)
+                for pid in self.pids:
+                    (group / "cgroup.procs").write_text(str(pid))
+            except OSError:
+                self._remove(group, root)
+                continue
+            self.path = group
+            break
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.path is not None:
+            self._remove(self.path, self.path.parent)
+            self.path = None
+
+    @staticmethod
+    def _remove(group: Path, root: Path) -> None:
+        """Move what is left back to the root group, then remove the group."""
+        try:
+            if (group / "cgroup.procs").exists():
+                for pid in (group / "cgroup.procs").read_text().split():
+                    with contextlib.suppress(OSError):  # exited meanwhile
+                        (root / "cgroup.procs").write_text(pid)
+            for _ in range(50):  # a process killed just now can take a moment to leave the group
+                try:
+                    group.rmdir()
+                    return
+                except OSError:
+                    time.sleep(0.1)
+        except OSError:
+            pass
