@@ -91,7 +91,7 @@ class Metrics:
             registry=r, multiprocess_mode="max",
         )  # fmt: skip
         self.engine_routed = Counter(
-            "gateway_engine_requests_routed", "Requests sent to the engine (retries on another engine count twice)",
+            "gateway_engine_requests_routed", "Calls sent to the engine (a retried call counts once per try)",
             ["engine"], registry=r,
         )  # fmt: skip
         self.outbox_backlog = Gauge(

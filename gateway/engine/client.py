@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -85,8 +86,8 @@ _decode = msgspec.json.Decoder().decode
 
 
 class EngineClient:
-    """One aiohttp session with a keep-alive pool (the benchmark profile showed httpx's pool bookkeeping as
-    the largest cost on the request path)."""
+    """Calls go over one aiohttp session with a keep-alive pool (the benchmark profile showed httpx's pool
+    bookkeeping as the largest cost on the request path); health checks over a second one, without keep-alive."""
 
     def __init__(
         self, settings: EngineSettings, on_adapter_load: Callable[[str], None] | None = None, url: str | None = None
@@ -109,16 +110,20 @@ class EngineClient:
         )
         # Health checks open a connection of their own each time: a kept-alive one can be stale when this process
         # was held back for seconds (its idle clock starts when we got round to releasing it, the engine's when
-        # it answered), and a check that fails on it would take a healthy engine out of routing.
+        # it answered), and a check that fails on it would take a healthy engine out of routing. Concurrent
+        # checks share one (calls that broke together ask once), so the pool needs no more than a few.
         self._probe = aiohttp.ClientSession(
             headers=headers,
             timeout=aiohttp.ClientTimeout(total=settings.health_timeout_s, connect=settings.connect_timeout_s),
             connector=aiohttp.TCPConnector(limit=4, force_close=True),
         )
+        self._checking: asyncio.Future[str] | None = None
 
     async def aclose(self) -> None:
-        await self.http.close()
-        await self._probe.close()
+        try:
+            await self.http.close()
+        finally:
+            await self._probe.close()
 
     async def _request(
         self, method: str, path: str, body: Any = None, timeout_s: float | None = None
@@ -131,14 +136,30 @@ class EngineClient:
                 method, self.url + path, data=data, headers=_JSON if data else None, timeout=timeout
             ) as r,
         ):
-            return r.status, await r.read()
+            try:
+                return r.status, await r.read()
+            except aiohttp.ClientPayloadError as exc:  # the engine had answered (and worked): not to be retried
+                raise EngineFailed("The model engine broke off its answer.") from exc
 
     async def healthy(self) -> bool:
         return await self.health() == "ok"
 
     async def health(self) -> str:
         """ "ok"; "down" (refused, reset, or an error answer: the engine is gone or broken); or "slow" (no answer
-        in time: a busy engine on a busy host answers late, which alone does not make it dead)."""
+        in time: a busy engine on a busy host answers late, which alone does not make it dead). Callers at the same
+        time share one check."""
+        if self._checking is None:
+            self._checking = asyncio.ensure_future(self._check())
+            self._checking.add_done_callback(self._checked)
+        return await asyncio.shield(self._checking)  # one caller cancelled does not cancel the others' check
+
+    def _checked(self, done: asyncio.Future[str]) -> None:
+        if self._checking is done:
+            self._checking = None
+
+    async def _check(self) -> str:
+        if self._probe.closed:  # shutting down
+            return "down"
         try:
             async with _translate(), self._probe.get(self.url + "/health") as r:
                 status = r.status

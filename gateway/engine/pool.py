@@ -215,9 +215,11 @@ class EnginePool:
         call: Callable[[EngineClient], Awaitable[T]],
         held: contextlib.AsyncExitStack,
     ) -> tuple[Member, T]:
-        """Run `call` on the chosen engine, loading the adapter there first if it lacks it. An engine that
-        refuses the connection is marked down and the call goes to the next one. The engine's in-flight count
-        is held until `held` closes (for a stream: when the relay ends)."""
+        """Run `call` on the chosen engine, loading the adapter there first if it lacks it. A call whose
+        connection broke before any answer is followed by a health check on a fresh connection: an engine that
+        fails it is marked down and the call goes to the next one; one that passes it may get the call again (up
+        to CALL_RETRIES times). The engine's in-flight count is held until `held` closes (for a stream: when the
+        relay ends)."""
         await self._startup_grace()
         tried: list[Member] = []
         retries = 0
@@ -228,7 +230,7 @@ class EnginePool:
             except EngineUnavailable:
                 if broken is None:
                     raise
-                raise broken from None  # the connection broke (the engine may well be there)
+                raise broken from broken.__cause__  # the connection broke (the engine may well be there)
             tried.append(m)
             self._acquire(m)
             try:
@@ -237,11 +239,12 @@ class EnginePool:
                 self._release(m)
                 broken = exc
                 # A connection that broke is not yet a dead engine (a kept-alive one can be stale after this
-                # process was held back): ask it on a fresh one. Only a failed check takes it out; else the call
-                # is tried again, on whichever engine the routing picks now.
-                if await m.client.health() == "down":
+                # process was held back): ask it on a fresh one. Only a failed check takes it out; one that
+                # answers at once may get the call again (routing picks anew); a slow one is left alone.
+                verdict = await m.client.health()
+                if verdict == "down":
                     self.mark_down(m, "connection failed")
-                elif retries < CALL_RETRIES:
+                elif verdict == "ok" and retries < CALL_RETRIES:
                     tried.remove(m)
                     retries += 1
                 log.info("call for %s moves off %s: %s", adapter.id if adapter else base_model, m.url, exc.message)

@@ -56,10 +56,12 @@ class Stopwatch:
         waited = _waited_for_cpu() - self._waited
         return f"{self.elapsed():.1f}s ({cpu:.1f}s of this process's CPU, {waited:.1f}s waiting for a CPU)"
 
-    def finished(self, observe: Observer, items: int, log: logging.Logger, what: str, *args: Any) -> None:
-        """The step is done: its time goes to `observe`, and to `log` with the reason when slower than SLOW_S
+    def finished(
+        self, observe: Observer, items: int, log: logging.Logger, what: str, *args: Any, slow_s: float = SLOW_S
+    ) -> None:
+        """The step is done: its time goes to `observe`, and to `log` with the reason when slower than `slow_s`
         (`what % args` names the step, e.g. "admission of %d requests")."""
         seconds = self.elapsed()
         observe(seconds, items)
-        if seconds > SLOW_S:
+        if seconds > slow_s:
             log.warning(what + " took %s", *args, self.describe())

@@ -124,6 +124,9 @@ def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]
     }
 
 
+LOAD_FLOOR = 3  # low, so that one burst shows the spill
+
+
 @pytest.fixture
 def pool(
     gateway_env: dict[str, str], engine: LocalEngine, second_engine: LocalEngine, admin_token: str
@@ -132,7 +135,7 @@ def pool(
         **gateway_env,
         "ENGINE_URLS": f"{engine.url},{second_engine.url}",
         "ENGINE_HEALTH_INTERVAL": "1",
-        "ENGINE_LOAD_FLOOR": "3",  # low, so that one burst shows the spill
+        "ENGINE_LOAD_FLOOR": str(LOAD_FLOOR),
     }
     ARTIFACTS.mkdir(exist_ok=True)
     gws = [GatewayProcess(env, ARTIFACTS / f"gateway-pool-{i}.log") for i in (1, 2)]
@@ -199,8 +202,8 @@ def test_two_engines_affinity_spill_failover_and_rejoin(
     burst = delta(pool.routed(), before)
     # How many each engine gets over a burst depends on how long its answers take (the busier one finishes later
     # and so takes fewer): the bound's arithmetic is tests/unit/test_routing.py's. Here: it spilled, and the
-    # home engine took at least its floor (ENGINE_LOAD_FLOOR, 3) first.
-    assert burst.get(homes[hot], 0) >= 3 and burst.get(other, 0) > 0, burst
+    # home engine took at least its floor first.
+    assert burst.get(homes[hot], 0) >= LOAD_FLOOR and burst.get(other, 0) > 0, burst
     assert names[hot] in pool.engine_states()[other]["adapters"]  # loaded there on demand
 
     # 3. Kill one engine mid-traffic: nothing accepted is lost, the rest goes to the survivor.

@@ -198,7 +198,8 @@ def _kill_and_settle(
     assert victim.proc is not None
     waits = CpuWait(victim.proc.pid)  # how long its event loop is denied a CPU (seconds at a time, seen here)
     body = stream_body(900)
-    with CpuCap(model_workers(engine), share=0.25):  # streams still open at the kill, however late it comes
+    with CpuCap(model_workers(engine), share=0.25) as cap:  # streams still open at the kill, however late it is
+        print("engine's model worker capped at 25% of a CPU" if cap.active else "no cgroup: engine not capped")
         seen, threads = start_streams(50, lambda i, s: run_stream(victim.url, t.headers, body, s))
         # Most admitted (open rows committed; a few may still queue for the engine's batch), the engine into it.
         wait_for(lambda: sum(s.status == 200 for s in seen) >= 40, 120, "40 of 50 admitted")
@@ -370,9 +371,7 @@ def model_workers(engine: LocalEngine) -> list[int]:
     """The engine's processes that run the model (vLLM names them VLLM::Worker…)."""
     assert engine.proc is not None
     tree = psutil.Process(engine.proc.pid).children(recursive=True)
-    workers = [p.pid for p in tree if "Worker" in p.name()]
-    assert workers, [p.name() for p in tree]
-    return workers
+    return [p.pid for p in tree if "Worker" in p.name()]  # none found: CpuCap caps nothing, and says so
 
 
 def serves(url: str, headers: dict[str, str]) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
@@ -10,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import httpx
@@ -106,15 +106,19 @@ class CpuWait:
 
 
 class CpuCap:
-    """Caps processes at a share of one CPU with a cgroup (cgroup v1 `cpu` or v2; needs root) while open.
+    """Caps processes at a share of one CPU with a cgroup (cgroup v1 `cpu` or v2; needs root) while open, then
+    puts each one back in the group it came from.
 
     A test that must act while the engine is still generating caps the engine's model worker: on a machine that
     holds the test back for seconds, an uncapped engine finishes every stream first. Where no cgroup can be
-    made, nothing is capped and `active` is False."""
+    made (or no process is given), nothing is capped and `active` is False."""
+
+    _HIERARCHIES = ((Path("/sys/fs/cgroup/cpu"), "cpu"), (Path("/sys/fs/cgroup"), ""))  # (mount, v1 controller)
 
     def __init__(self, pids: list[int], share: float) -> None:
         self.pids, self.share = pids, share
         self.path: Path | None = None
+        self._origins: dict[int, Path] = {}
 
     @property
     def active(self) -> bool:
@@ -123,25 +127,25 @@ class CpuCap:
     def __enter__(self) -> CpuCap:
         name = f"tests-cap-{os.getpid()}-{time.monotonic_ns()}"
         period, quota = 100_000, int(100_000 * self.share)
-        v1 = {"cpu.cfs_period_us": str(period), "cpu.cfs_quota_us": str(quota)}
-        for root, limits in (
-            (Path("/sys/fs/cgroup/cpu"), v1),
-            (Path("/sys/fs/cgroup"), {"cpu.max": f"{quota} {period}"}),
-        ):
+        for root, controller in self._HIERARCHIES if self.pids else ():
             group = root / name
             try:
+                self._origins = {pid: root / _cgroup_of(pid, controller).lstrip("/") for pid in self.pids}
                 group.mkdir()
-            except OSError:
+            except (OSError, LookupError):
                 continue
             try:
                 if not (group / "cgroup.procs").exists():  # a plain folder, not a cgroup
                     raise OSError("not a cgroup")
-                for file, value in limits.items():
-                    (group / file).write_text(value)
+                if controller:
+                    (group / "cpu.cfs_period_us").write_text(str(period))
+                    (group / "cpu.cfs_quota_us").write_text(str(quota))
+                else:
+                    (group / "cpu.max").write_text(f"{quota} {period}")
                 for pid in self.pids:
                     (group / "cgroup.procs").write_text(str(pid))
             except OSError:
-                self._remove(group, root)
+                self._release(group)
                 continue
             self.path = group
             break
@@ -149,22 +153,34 @@ class CpuCap:
 
     def __exit__(self, *exc: object) -> None:
         if self.path is not None:
-            self._remove(self.path, self.path.parent)
+            self._release(self.path)
             self.path = None
 
-    @staticmethod
-    def _remove(group: Path, root: Path) -> None:
-        """Move what is left back to the root group, then remove the group."""
-        try:
-            if (group / "cgroup.procs").exists():
-                for pid in (group / "cgroup.procs").read_text().split():
-                    with contextlib.suppress(OSError):  # exited meanwhile
-                        (root / "cgroup.procs").write_text(pid)
-            for _ in range(50):  # a process killed just now can take a moment to leave the group
+    def _release(self, group: Path) -> None:
+        """Put every process still in the group back where it came from, then remove the group."""
+        if (group / "cgroup.procs").exists():
+            for pid in map(int, (group / "cgroup.procs").read_text().split()):
                 try:
-                    group.rmdir()
-                    return
-                except OSError:
-                    time.sleep(0.1)
-        except OSError:
-            pass
+                    (self._origins[pid] / "cgroup.procs").write_text(str(pid))
+                except ProcessLookupError:
+                    pass  # killed (by the test) and gone meanwhile
+                except (OSError, KeyError) as exc:
+                    warnings.warn(f"process {pid} stays CPU-capped in {group}: {exc}", stacklevel=2)
+        for _ in range(50):  # a process killed just now can take a moment to leave the group
+            try:
+                group.rmdir()
+                return
+            except FileNotFoundError:
+                return
+            except OSError:
+                time.sleep(0.1)
+        warnings.warn(f"could not remove the cgroup {group}", stacklevel=2)
+
+
+def _cgroup_of(pid: int, controller: str) -> str:
+    """The path of `pid`'s cgroup in the hierarchy of `controller` (v1), or in the unified one ("")."""
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controller in controllers.split(",") if controller else controllers == "":
+            return path
+    raise LookupError(f"no {controller or 'unified'} cgroup for {pid}")

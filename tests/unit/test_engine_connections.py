@@ -15,7 +15,7 @@ import pytest
 
 from gateway.engine.client import EngineClient, EngineInfo
 from gateway.engine.pool import AdapterRef, EnginePool
-from gateway.errors import EngineUnavailable
+from gateway.errors import EngineFailed, EngineUnavailable
 from gateway.metrics import Metrics
 from gateway.settings import EngineSettings, MetricsSettings
 
@@ -39,10 +39,22 @@ class OneRequestPerConnection(asyncio.Protocol):
         self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
 
 
+class CutsItsAnswerShort(asyncio.Protocol):
+    """Sends the head and part of the body of an answer, then closes: an engine that died while answering."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+        self.transport.close()
+
+
 @contextlib.asynccontextmanager
-async def engine_url() -> AsyncIterator[str]:
+async def engine_url(protocol: type[asyncio.Protocol] = OneRequestPerConnection) -> AsyncIterator[str]:
     OneRequestPerConnection.connections = 0
-    server = await asyncio.get_running_loop().create_server(OneRequestPerConnection, "127.0.0.1", 0)
+    server = await asyncio.get_running_loop().create_server(protocol, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
         yield f"http://127.0.0.1:{port}"
@@ -59,11 +71,23 @@ async def test_health_checks_never_reuse_a_connection() -> None:
     async with engine_url() as url:
         client = EngineClient(settings(url))
         try:
-            assert await asyncio.gather(client.health(), client.health()) == ["ok", "ok"]
-            # With pooled connections both of those would now be stale, and this check (aiohttp retries a GET
-            # once) would fail on both and call the engine down.
+            # Two calls at once leave two kept-alive connections in the call pool, both stale for this server.
+            answers = await asyncio.gather(client._request("GET", "/"), client._request("GET", "/"))
+            assert [status for status, _ in answers] == [200, 200]
+            # A check over that pool would reuse one, and (aiohttp retries a GET once) the other: "down".
             assert await client.health() == "ok"
             assert OneRequestPerConnection.connections == 3
+        finally:
+            await client.aclose()
+
+
+async def test_checks_at_the_same_time_share_one() -> None:
+    async with engine_url() as url:
+        client = EngineClient(settings(url))
+        try:
+            assert await asyncio.gather(*(client.health() for _ in range(20))) == ["ok"] * 20
+            assert OneRequestPerConnection.connections == 1
+            assert await client.health() == "ok" and OneRequestPerConnection.connections == 2  # a new one after
         finally:
             await client.aclose()
 
@@ -95,6 +119,16 @@ async def test_a_call_whose_connection_broke_is_retried_while_the_engine_answers
             assert "No engine serving" not in err.value.message and member.up and member.in_flight == 0
         finally:
             await pool.aclose()
+
+
+async def test_an_answer_cut_short_is_an_engine_failure_not_retried() -> None:
+    async with engine_url(CutsItsAnswerShort) as url:
+        client = EngineClient(settings(url))
+        try:
+            with pytest.raises(EngineFailed):  # the engine had done the work: the pool does not send it again
+                await client.post("/v1/completions", {"model": "tiny"})
+        finally:
+            await client.aclose()
 
 
 async def _no_adapters(base_model: str) -> list[AdapterRef]:
