@@ -141,9 +141,6 @@ class EngineClient:
             except aiohttp.ClientPayloadError as exc:  # the engine had answered (and worked): not to be retried
                 raise EngineFailed("The model engine broke off its answer.") from exc
 
-    async def healthy(self) -> bool:
-        return await self.health() == "ok"
-
     async def health(self) -> str:
         """ "ok"; "down" (refused, reset, or an error answer: the engine is gone or broken); or "slow" (no answer
         in time: a busy engine on a busy host answers late, which alone does not make it dead). Callers at the same
