@@ -10,13 +10,14 @@ gives, and print the measured gap.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import random
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -198,8 +199,7 @@ def _kill_and_settle(
     assert victim.proc is not None
     waits = CpuWait(victim.proc.pid)  # how long its event loop is denied a CPU (seconds at a time, seen here)
     body = stream_body(900)
-    with CpuCap(model_workers(engine), share=0.25) as cap:  # streams still open at the kill, however late it is
-        print("engine's model worker capped at 25% of a CPU" if cap.active else "no cgroup: engine not capped")
+    with engine_capped(engine, share=0.25):  # streams still open at the kill, however late it comes
         seen, threads = start_streams(50, lambda i, s: run_stream(victim.url, t.headers, body, s))
         # Most admitted (open rows committed; a few may still queue for the engine's batch), the engine into it.
         wait_for(lambda: sum(s.status == 200 for s in seen) >= 40, 120, "40 of 50 admitted")
@@ -305,8 +305,7 @@ def _kill_engine_mid_streams(gateway: Any, engine: LocalEngine, make_tenant: Any
     before = engine_settled(engine.url)
     # The model worker at a tenth of a CPU: generation is then slower than this machine's longest stalls of the
     # gateway and this test (seconds), which otherwise let the engine finish the first streams before the kill.
-    with CpuCap(model_workers(engine), share=0.1) as cap:
-        print("engine's model worker capped at 10% of a CPU" if cap.active else "no cgroup: engine not capped")
+    with engine_capped(engine, share=0.1):
         seen, threads = start_streams(48, lambda i, s: run_stream(gateway.url, t.headers, stream_body(900), s))
         at_kill = _mid_generation(engine, before, seen, threads)
         if at_kill is None:
@@ -367,11 +366,15 @@ def _mid_generation(
         time.sleep(0.02)
 
 
-def model_workers(engine: LocalEngine) -> list[int]:
-    """The engine's processes that run the model (vLLM names them VLLM::Worker…)."""
+@contextlib.contextmanager
+def engine_capped(engine: LocalEngine, share: float) -> Iterator[None]:
+    """The engine's processes that run the model (vLLM names them VLLM::Worker…) capped at `share` of a CPU;
+    uncapped, with a line that says so, where no cgroup can be made or no such process is found."""
     assert engine.proc is not None
     tree = psutil.Process(engine.proc.pid).children(recursive=True)
-    return [p.pid for p in tree if "Worker" in p.name()]  # none found: CpuCap caps nothing, and says so
+    with CpuCap([p.pid for p in tree if "Worker" in p.name()], share) as cap:
+        print(f"engine's model worker capped at {share:.0%} of a CPU" if cap.active else "engine not capped")
+        yield
 
 
 def serves(url: str, headers: dict[str, str]) -> bool:
