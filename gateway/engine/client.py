@@ -107,6 +107,9 @@ class EngineClient:
             # Idle connections are dropped before the engine's own keep-alive timeout (vLLM/uvicorn: 5 s) closes
             # them: reusing one the server is closing fails the request as if the engine were gone.
             connector=aiohttp.TCPConnector(limit=settings.max_connections, keepalive_timeout=3.0),
+            # Every tenant's calls share this session: a cookie the engine (or a balancer before it) sets must not
+            # ride along on the next tenant's call, nor pin all traffic to one backend.
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         # Health checks open a connection of their own each time: a kept-alive one can be stale when this process
         # was held back for seconds (its idle clock starts when we got round to releasing it, the engine's when

@@ -39,6 +39,23 @@ class OneRequestPerConnection(asyncio.Protocol):
         self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
 
 
+class SetsACookie(asyncio.Protocol):
+    """Answers every request with a Set-Cookie header and keeps each request's head."""
+
+    heads: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport, self.buffer = transport, b""
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while b"\r\n\r\n" in self.buffer:
+            head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+            SetsACookie.heads.append(head.lower())
+            self.transport.write(b"HTTP/1.1 200 OK\r\nSet-Cookie: backend=a; Path=/\r\nContent-Length: 2\r\n\r\n{}")
+
+
 class CutsItsAnswerShort(asyncio.Protocol):
     """Sends the head and part of the body of an answer, then closes: an engine that died while answering."""
 
@@ -127,6 +144,18 @@ async def test_an_answer_cut_short_is_an_engine_failure_not_retried() -> None:
         try:
             with pytest.raises(EngineFailed):  # the engine had done the work: the pool does not send it again
                 await client.post("/v1/completions", {"model": "tiny"})
+        finally:
+            await client.aclose()
+
+
+async def test_no_cookie_rides_along_to_the_next_call() -> None:
+    SetsACookie.heads = []
+    async with engine_url(SetsACookie) as url:
+        client = EngineClient(settings(url.replace("127.0.0.1", "localhost")))  # aiohttp keeps no IP's cookies
+        try:
+            for _ in range(2):
+                assert (await client._request("GET", "/v1/models"))[0] == 200
+            assert len(SetsACookie.heads) == 2 and not any(b"\r\ncookie:" in h for h in SetsACookie.heads)
         finally:
             await client.aclose()
 
