@@ -1,4 +1,5 @@
-"""Gateway overhead, side by side: direct to a mock engine, through our gateway, through LiteLLM proxy.
+"""Gateway overhead, side by side: direct to a mock engine, through a bare pass-through (the floor), through our
+gateway, through LiteLLM proxy.
 
     python -m bench.gateway_overhead            # full run (~8 min): writes bench/results/gateway_overhead.*
     python -m bench.gateway_overhead --smoke    # seconds: one concurrency level, no LiteLLM, into --out
@@ -8,6 +9,8 @@ one after another in turn (the order rotates each round), so a drift of this sha
 The gateway runs as in production: real key auth, a real PostgreSQL and its durable group-committed usage
 rows. wrk (one thread) drives the JSON runs; bench/loadgen.py (one asyncio process) the streams, because
 it sees the first token. Both report their own CPU. LiteLLM runs from its own virtualenv (.data/bench-venv).
+The floor (bench/floor_proxy.py) is the leanest proxy on the gateway's HTTP stack, uvicorn + aiohttp, doing
+nothing else: what it adds is what the stack costs before the gateway does any work of its own.
 """
 
 from __future__ import annotations
@@ -202,6 +205,7 @@ def main() -> None:
     p.add_argument("--tokens", type=int, default=16, help="completion tokens per answer")
     p.add_argument("--cold-starts", type=int, default=3)
     p.add_argument("--no-litellm", action="store_true")
+    p.add_argument("--no-floor", action="store_true", help="skip the pass-through floor (bench/floor_proxy.py)")
     p.add_argument("--no-profile", action="store_true")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = p.parse_args()
@@ -237,10 +241,16 @@ def main() -> None:
         gw.wait_until(lambda b: httpx.get(b + "/readyz", timeout=2).status_code == 200)
         key = tenant_key(gw.url, admin_token)
         pg_pid = pg.pid()
-        targets = [
-            Target("direct", mock.url, None, [mock.pid], []),
-            Target("gateway", gw.url, key, [gw.pid], [pg_pid] if pg_pid else []),
-        ]
+        targets = [Target("direct", mock.url, None, [mock.pid], [])]
+        if not args.no_floor:
+            fl = procs.floor(mock.url, procs.free_port(), args.workers, run_dir)
+            services.append(fl)
+            fl.start()
+            fl.wait_until(lambda b: httpx.get(b + "/health", timeout=2).status_code == 200)
+            targets.append(Target("floor", fl.url, None, [fl.pid], []))
+            rss.watch("floor", fl.pid)
+        gateway = Target("gateway", gw.url, key, [gw.pid], [pg_pid] if pg_pid else [])
+        targets.append(gateway)
         if with_litellm:
             ll = procs.litellm(mock.url, procs.free_port(), args.workers, master_key, run_dir)
             services.append(ll)
@@ -267,7 +277,7 @@ def main() -> None:
                         cell = measure(wrk, t, mode, 0, args, run_dir, rate) | {"round": rnd}
                         rate_cells.append(cell)
                         _progress(rnd, mode, f"{rate:5.0f}/s", t, cell, f"in flight ≤ {cell['peak_in_flight']} ")
-        prof = {} if args.no_profile else profile(gw, wrk, targets[1], args, args.out, run_dir)
+        prof = {} if args.no_profile else profile(gw, wrk, gateway, args, args.out, run_dir)
 
         cold: dict[str, list[float]] = {"gateway": []}
         gw.stop()
@@ -304,6 +314,7 @@ def main() -> None:
             "tenant": {"billing_mode": "prepaid", **TENANT_LIMITS},
             "litellm_config": procs.LITELLM_CONFIG.format(api_base="http://127.0.0.1:<mock>/v1", master_key="sk-…"),
             "litellm_env": procs.LITELLM_ENV,
+            "floor": None if args.no_floor else "bench/floor_proxy.py: uvicorn + aiohttp pass-through",
         },
         "machine": procs.machine(),
         "versions": procs.versions(),

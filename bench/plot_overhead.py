@@ -16,7 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-COLORS = {"direct": "tab:gray", "gateway": "tab:blue", "litellm": "tab:red"}
+COLORS = {"direct": "tab:gray", "floor": "tab:green", "gateway": "tab:blue", "litellm": "tab:red"}
 
 
 def _series(cells: list[dict[str, Any]], mode: str, target: str, get: Any) -> tuple[list[int], list[float]]:
@@ -32,7 +32,7 @@ def main() -> None:
     results = json.loads(Path(sys.argv[1]).read_text())
     out = Path(sys.argv[2])
     cells = results["cells"]
-    targets = [t for t in ("direct", "gateway", "litellm") if any(c["target"] == t for c in cells)]
+    targets = [t for t in ("direct", "floor", "gateway", "litellm") if any(c["target"] == t for c in cells)]
     s = results["settings"]
     note = f"mock {s['mock_latency_ms']} ms, {s['workers']} worker(s), {s['duration_s']} s × {s['rounds']} rounds"
 

@@ -154,6 +154,13 @@ def gateway(database_url: str, engine_url: str, port: int, workers: int, admin_t
     return Service("gateway", [sys.executable, "-m", "gateway", "serve"], env, port, run_dir)
 
 
+def floor(engine_url: str, port: int, workers: int, run_dir: Path) -> Service:
+    """bench/floor_proxy.py on uvicorn, no access log: as the gateway is served (gateway/cli.py)."""
+    argv = [sys.executable, "-m", "uvicorn", "bench.floor_proxy:app", "--host", "127.0.0.1", "--port", str(port)]
+    argv += ["--workers", str(workers), "--no-access-log", "--log-level", "warning"]
+    return Service("floor", argv, {"UPSTREAM": engine_url}, port, run_dir)
+
+
 # LiteLLM's "Production Best Practices" page, minus what needs a database, Redis or Slack (none here).
 LITELLM_CONFIG = """\
 model_list:

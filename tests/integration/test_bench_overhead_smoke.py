@@ -18,12 +18,8 @@ def test_gateway_overhead_smoke(tmp_path: Path) -> None:
     _run("bench.gateway_overhead", tmp_path, timeout=120)
     results = json.loads((tmp_path / "gateway_overhead.json").read_text())
     cells = results["cells"]
-    assert {(c["target"], c["mode"]) for c in cells} == {
-        ("direct", "json"),
-        ("direct", "stream"),
-        ("gateway", "json"),
-        ("gateway", "stream"),
-    }
+    targets = ("direct", "floor", "gateway")
+    assert {(c["target"], c["mode"]) for c in cells} == {(t, m) for t in targets for m in ("json", "stream")}
     for c in cells:
         assert c["requests"] > 0 and c["rps"] > 0
         assert set(c["total_ms"]) == {"p50", "p90", "p99"}
@@ -33,18 +29,19 @@ def test_gateway_overhead_smoke(tmp_path: Path) -> None:
     # The open-loop cells: requests paced at the offered rate (a closed loop would send far more to the mock).
     rated = results["rate_cells"]
     assert {(c["target"], c["mode"], c["rate"]) for c in rated} == {
-        (t, m, 50.0) for t in ("direct", "gateway") for m in ("json", "stream")
+        (t, m, 50.0) for t in targets for m in ("json", "stream")
     }
     for c in rated:
         expected = c["rate"] * results["settings"]["duration_s"]
         assert 0.6 * expected <= c["requests"] <= 1.2 * expected + 1, c
         assert c["peak_in_flight"] >= 1 and c["error_rate"] == 0
     assert len(results["cold_start_s"]["gateway"]) == 1 and results["cold_start_s"]["gateway"][0] > 0
-    assert results["peak_rss_mb"]["process"]["gateway"] > 0
+    assert results["peak_rss_mb"]["process"]["gateway"] > 0 and results["peak_rss_mb"]["process"]["floor"] > 0
     report = (tmp_path / "gateway_overhead.md").read_text()
     headings = ("## Goals", "## Non-streaming", "## Streaming", "## At a fixed offered rate", "## Cold start")
     for heading in (*headings, "## Machine, versions, settings"):
         assert heading in report
+    assert "| goal | measured (gateway) | met | the floor, same run |" in report
 
 
 def test_usage_writes_smoke(tmp_path: Path) -> None:
