@@ -51,8 +51,8 @@ class Invalidations:
         kind, _, ident = payload.partition(":")
         self._publish(kind, ident)
 
-    def _down(self) -> None:
-        if self.live:
+    def _down(self, stopping: bool = False) -> None:
+        if self.live and not stopping:
             log.warning("cache invalidation channel lost: caches bypassed until it is back")
         self.live = False
         self._publish("*", "")
@@ -80,7 +80,8 @@ class Invalidations:
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.info("cache invalidation channel: %s; retrying in %.1fs", exc, delay)
             finally:
-                self._down()
+                task = asyncio.current_task()
+                self._down(stopping=task is not None and task.cancelling() > 0)  # shutdown is not a loss
                 if conn is not None:
                     conn.terminate()
             await asyncio.sleep(delay)

@@ -3,12 +3,17 @@ once (PostgreSQL NOTIFY), and a process that loses its listening connection stop
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
+from gateway.cache import Invalidations
 from tests.support.processes import GatewayProcess
 from tests.support.sql import Sql
 
@@ -89,3 +94,42 @@ def test_cache_is_not_trusted_without_its_listening_connection(
     first = _chat(other, t.headers)
     assert first.status_code == 200 and first.headers.get("x-ratelimit-limit-requests") == "1", first.headers
     assert _chat(other, t.headers).status_code == 429
+
+
+def test_a_lost_listener_is_reported_and_stopping_it_is_not(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Operators read "channel lost" when the listening connection breaks, not when a gateway shuts down."""
+    dsn = "postgresql://" + database_url.split("://", 1)[1]
+
+    async def until(done: Any, what: str) -> None:
+        """Poll: the listener's state has no event to wait on (ASYNC110 asks for one; this is a test)."""
+        deadline = time.monotonic() + 10
+        while not done() and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        assert done(), what
+
+    async def scenario() -> Invalidations:
+        channel = Invalidations(dsn, ping_every_s=0.2)
+        task = asyncio.create_task(channel.run())
+        await until(lambda: channel.live, "the listener did not connect")
+        admin = await asyncpg.connect(dsn)
+        try:
+            cut = await admin.fetch(
+                "SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity "
+                "WHERE application_name = 'gateway-cache-listener'"
+            )
+        finally:
+            await admin.close()
+        assert cut and all(r["ok"] for r in cut)
+        await until(lambda: "channel lost" in caplog.text, "the cut was not reported")
+        await until(lambda: channel.live, "the listener did not reconnect")
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return channel
+
+    with caplog.at_level(logging.INFO, logger="gateway.cache"):
+        channel = asyncio.run(scenario())
+    assert not channel.live  # stopped: the caches are bypassed, as while it is down
+    assert caplog.text.count("channel lost") == 1, caplog.text  # the cut, not the stop
