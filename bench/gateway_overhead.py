@@ -96,6 +96,8 @@ def run_wrk(wrk: str, target: Target, payload: dict[str, Any], conc: int, second
         "requests": ok,
         "all_requests": r["requests"],
         "errors": errors,
+        "failures": {f"wrk {k} errors": r[k] for k in ("connect", "read", "write", "timeout") if r[k]},
+        "statuses": {"non-2xx": r["status"]} if r["status"] else {},
         "seconds": secs,
         "rps": ok / secs,
         "total_ms": {q: r[q] / 1000 for q in ("p50", "p90", "p99")},

@@ -23,6 +23,9 @@ from functools import partial
 from urllib.parse import urlsplit
 
 TIMEOUT_S = 10.0  # as wrk's --timeout: a request slower than this counts as an error
+# An idle keep-alive connection is not reused after this long: servers close idle ones (uvicorn after 5 s), and
+# a request sent on a closed one fails without the target being at fault. Clients expire them first (httpx: 5 s).
+IDLE_EXPIRY_S = 4.0
 
 
 def _stamp(into: list[float]) -> None:
@@ -48,6 +51,12 @@ class Stats:
         self.errors = 0
         self.all_requests = 0  # warm-up included: CPU per request is measured over the whole run
         self.statuses: dict[int, int] = {}
+        self.failures: dict[str, int] = {}  # requests that got no HTTP answer, by what went wrong
+
+    def failed(self, exc: BaseException) -> None:
+        self.errors += 1
+        what = f"{type(exc).__name__}: {exc}"[:80]
+        self.failures[what] = self.failures.get(what, 0) + 1
 
 
 async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str], on_data: object) -> bytes:
@@ -121,9 +130,9 @@ async def _client(
             stats.all_requests += 1
             if t0 >= measure_from:
                 _count(stats, status, t0, first, t1)
-        except _Errors:
+        except _Errors as exc:
             if time.perf_counter() >= measure_from:
-                stats.errors += 1
+                stats.failed(exc)
             if writer is not None:
                 writer.close()
             writer = None
@@ -141,7 +150,7 @@ class _OpenLoop:
     def __init__(self, host: str, port: int, requests: Iterator[bytes], stats: Stats, measure_from: float) -> None:
         self.host, self.port, self.requests, self.stats = host, port, requests, stats
         self.measure_from = measure_from
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []  # the last: idle since
         self.in_flight = 0
         self.peak_in_flight = 0
 
@@ -158,25 +167,34 @@ class _OpenLoop:
             due += 1.0 / rate
         if tasks:
             await asyncio.gather(*tasks)
-        for _, writer in self.idle:
+        for _, writer, _ in self.idle:
             writer.close()
+
+    async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """The most recently used idle connection that the server cannot have closed yet, else a new one."""
+        while self.idle:
+            reader, writer, since = self.idle.pop()
+            if not reader.at_eof() and time.perf_counter() - since < IDLE_EXPIRY_S:
+                return reader, writer
+            writer.close()
+        return await asyncio.open_connection(self.host, self.port)
 
     async def _one(self, due: float) -> None:
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         conn = None
         try:
-            conn = self.idle.pop() if self.idle else await asyncio.open_connection(self.host, self.port)
+            conn = await self._connection()
             status, headers, first, t1 = await _exchange(*conn, next(self.requests))
             self.stats.all_requests += 1
             if due >= self.measure_from:
                 _count(self.stats, status, due, first, t1)
             if headers.get("connection", "").lower() != "close":
-                self.idle.append(conn)
+                self.idle.append((*conn, time.perf_counter()))
                 conn = None
-        except _Errors:
+        except _Errors as exc:
             if due >= self.measure_from:
-                self.stats.errors += 1
+                self.stats.failed(exc)
         finally:
             self.in_flight -= 1
             if conn is not None:
@@ -226,6 +244,7 @@ async def run(
         "all_requests": stats.all_requests,
         "errors": stats.errors,
         "statuses": stats.statuses,
+        "failures": stats.failures,
         "seconds": elapsed,
         "rps": stats.ok / elapsed,
         "ttft_ms": percentiles(stats.ttft),

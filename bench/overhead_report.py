@@ -206,6 +206,7 @@ def markdown(results: dict[str, Any], notes: str | None) -> str:
             "",
             *table(results, "stream", by="rate"),
         ]
+    out += _failure_lines(results)
     out += ["", "## Cold start: process spawn → first 200 chat completion, seconds", ""]
     for t, v in results["cold_start_s"].items():
         out.append(f"- {t}: " + ", ".join(f"{x:.2f}" for x in v) + f" (median {_med(v):.2f})")
@@ -232,6 +233,22 @@ def markdown(results: dict[str, Any], notes: str | None) -> str:
         "",
     ]
     return "\n".join(out)
+
+
+def _failure_lines(results: dict[str, Any]) -> list[str]:
+    """Which cells had errors, and what they were: HTTP statuses other than 200, or no answer at all."""
+    lines = []
+    for c in [*results["cells"], *(results.get("rate_cells") or [])]:
+        if not c["errors"]:
+            continue
+        load = f"{c['rate']:g} req/s" if c.get("rate") else f"{c['concurrency']} concurrent"
+        bad = {k: v for k, v in (c.get("statuses") or {}).items() if str(k) != "200"}
+        what = [f"HTTP {k} × {v}" for k, v in bad.items()] + [
+            f"{k} × {v}" for k, v in (c.get("failures") or {}).items()
+        ]
+        detail = ", ".join(what) or "no detail recorded"
+        lines.append(f"- round {c['round']}, {c['mode']}, {load}, {c['target']}: {c['errors']} — {detail}")
+    return ["", "## Errors", "", *(lines or ["None in any cell."])]
 
 
 # Each sample goes to the first bucket whose marker is on its stack (order matters: most specific first).
