@@ -31,6 +31,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> None:
         workers=settings.server.workers,
         log_level="info",
         access_log=False,
+        timeout_keep_alive=settings.server.keep_alive_s,
         timeout_graceful_shutdown=30,
     )
 

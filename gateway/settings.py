@@ -112,6 +112,16 @@ class ServerSettings(_Base):
     port: int = Field(default=8000, validation_alias=AliasChoices("GATEWAY_PORT"))
     workers: int = Field(default=1, validation_alias=AliasChoices("GATEWAY_WORKERS"))
     max_body_bytes: int = Field(default=4 * 1024 * 1024, validation_alias=AliasChoices("GATEWAY_MAX_BODY_BYTES"))
+    keep_alive_s: int = Field(
+        default=75,
+        gt=0,
+        validation_alias=AliasChoices("GATEWAY_KEEP_ALIVE"),
+        description=(
+            "Seconds an idle client connection stays open. Keep it above the idle timeout of any load balancer "
+            "in front (one that reuses a connection the gateway just closed answers 502): uvicorn's own default "
+            "is 5."
+        ),
+    )
     instance_timeout_s: float = Field(
         default=30.0,
         gt=0,
