@@ -61,7 +61,7 @@ format: $(STAMP) ## apply ruff's formatting and fixes
 	@$(BIN)/ruff format gateway billing devstack tests alembic bench
 	@$(BIN)/ruff check --fix gateway billing devstack tests alembic bench
 
-bench: $(STAMP) ## gateway overhead vs LiteLLM, usage-write throughput, multi-LoRA engine throughput (~18 min; bench/results/)
+bench: $(STAMP) ## gateway overhead vs LiteLLM, usage-write throughput, multi-LoRA engine throughput (~21 min; bench/results/)
 	@test -x .data/bench-venv/bin/litellm || { $(PYTHON) -m venv .data/bench-venv && .data/bench-venv/bin/pip install -q 'litellm[proxy]' matplotlib py-spy; }
 	@$(BIN)/python -m bench.gateway_overhead
 	@$(BIN)/python -m bench.usage_writes

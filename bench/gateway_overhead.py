@@ -1,7 +1,7 @@
 """Gateway overhead, side by side: direct to a mock engine, through a bare pass-through (the floor), through our
 gateway, through LiteLLM proxy.
 
-    python -m bench.gateway_overhead            # full run (~8 min): writes bench/results/gateway_overhead.*
+    python -m bench.gateway_overhead            # full run (~12 min): writes bench/results/gateway_overhead.*
     python -m bench.gateway_overhead --smoke    # seconds: one concurrency level, no LiteLLM, into --out
 
 One run, interleaved: for every mode (JSON, SSE stream), concurrency level and round, the targets are measured
