@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.accounts.schemas import minor
 from gateway.admin.guard import admin_guard
 from gateway.errors import InvalidRequest
-from gateway.usage.queries import GROUPS, UsageFilter, usage_summary
+from gateway.usage.queries import GROUP_COLUMNS, GROUPS, UsageFilter, usage_summary
 
 
 def _groups(group_by: str | None) -> list[str]:
@@ -61,7 +61,8 @@ class AdminUsageController(Controller):
         """The same rows as /admin/usage, as CSV."""
         rows = await self._query(db_engine, tenant_id, key_id, model, start, end, group_by)
         out = io.StringIO()
-        fields = [*_groups(group_by), "requests", "errors", "prompt_tokens", "completion_tokens", "cost", "cost_micros"]
+        fields = [GROUP_COLUMNS[g] for g in _groups(group_by)]
+        fields += ["requests", "errors", "prompt_tokens", "completion_tokens", "cost", "cost_micros"]
         writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)

@@ -15,7 +15,19 @@ from gateway.errors import InvalidRequest
 from gateway.usage.models import UsageRecord
 
 _USAGE = UsageRecord.__table__  # type: ignore[attr-defined]
-GROUPS = ("day", "hour", "tenant", "model", "key", "status")
+# Each group and the column it is returned in (a row of group_by=tenant,key has tenant_id and key_id).
+GROUP_COLUMNS = {
+    "day": "day",
+    "hour": "hour",
+    "tenant": "tenant_id",
+    "model": "model",
+    "key": "key_id",
+    "status": "status",
+}
+GROUPS = tuple(GROUP_COLUMNS)
+# Failed requests: refused or failed with an HTTP error, or cut off after a 200 (the stream broke at the engine,
+# or the gateway serving it died). A client that hung up (client_closed) is not an error.
+_FAILED_AFTER_200 = ("engine_error", "gateway_lost")
 
 
 @dataclass(frozen=True)
@@ -34,11 +46,11 @@ def _group_column(group_by: str) -> sa.ColumnElement[Any]:
     if group_by == "hour":
         return sa.func.to_char(sa.func.timezone("UTC", u.started_at), 'YYYY-MM-DD"T"HH24:00"Z"').label("hour")
     if group_by == "tenant":
-        return u.tenant_id.label("tenant_id")
+        return u.tenant_id.label(GROUP_COLUMNS["tenant"])
     if group_by == "model":
         return sa.func.coalesce(u.adapter_id, u.base_model).label("model")
     if group_by == "key":
-        return u.api_key_id.label("key_id")
+        return u.api_key_id.label(GROUP_COLUMNS["key"])
     if group_by == "status":
         return u.status.label("status")
     raise InvalidRequest(f"group_by must be one of {', '.join(GROUPS)}.", param="group_by")
@@ -52,7 +64,7 @@ async def usage_summary(db: AsyncEngine, f: UsageFilter, group_by: list[str]) ->
         sa.select(
             *groups,
             sa.func.count().label("requests"),
-            sa.func.count().filter(u.http_status >= 400).label("errors"),
+            sa.func.count().filter(sa.or_(u.http_status >= 400, u.status.in_(_FAILED_AFTER_200))).label("errors"),
             sa.func.coalesce(sa.func.sum(u.prompt_tokens), 0).label("prompt_tokens"),
             sa.func.coalesce(sa.func.sum(u.completion_tokens), 0).label("completion_tokens"),
             sa.func.coalesce(sa.func.sum(-LEDGER.c.amount_micros), 0).label("cost_micros"),

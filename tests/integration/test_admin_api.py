@@ -121,17 +121,41 @@ def test_usage_query_equals_sql_and_csv_equals_json(
     cost = sql.scalar("SELECT -sum(amount_micros) FROM ledger_entries WHERE tenant_id = $1 AND kind = 'charge'", t.id)
     assert r["totals"]["cost_micros"] == cost
 
-    params = {"tenant_id": t.id, "group_by": "day,model"}
-    as_json = admin.get("/admin/usage", params=params).json()["data"]
-    as_csv = list(csv.DictReader(io.StringIO(admin.get("/admin/usage.csv", params=params).text)))
-    assert len(as_csv) == len(as_json)
-    for j, c in zip(as_json, as_csv, strict=True):
-        assert {k: str(v) for k, v in j.items()} == c
+    for group_by in ("day,model", "tenant", "key", "hour,status", "tenant,key,model"):  # every group, as CSV too
+        params = {"tenant_id": t.id, "group_by": group_by}
+        as_json = admin.get("/admin/usage", params=params).json()["data"]
+        answer = admin.get("/admin/usage.csv", params=params)
+        assert answer.status_code == 200, (group_by, answer.text)
+        as_csv = list(csv.DictReader(io.StringIO(answer.text)))
+        assert len(as_csv) == len(as_json) > 0
+        for j, c in zip(as_json, as_csv, strict=True):
+            assert {k: str(v) for k, v in j.items()} == c
     assert admin.get("/admin/usage", params={"group_by": "planet"}).status_code == 400
     hourly = admin.get("/admin/usage", params={"tenant_id": t.id, "group_by": "hour"}).json()["data"]
     assert sum(h["requests"] for h in hourly) == 3
     deployments = admin.get("/admin/deployments", params={"tenant_id": t.id}).json()["data"]
     assert [d["id"] for d in deployments] == [dep["id"]]
+
+
+def test_usage_errors_count_streams_that_broke_after_their_200(
+    gateway: Any, admin: httpx.Client, make_tenant: Any, sql: Sql
+) -> None:
+    """A stream cut by the engine or by a dead gateway answered 200 first: it is still a failed request. A client
+    that hung up is not."""
+    t = make_tenant()
+    for status, http_status in (("ok", 200), ("engine_error", 200), ("gateway_lost", 200), ("client_closed", 200),
+                                ("rejected", 400), ("engine_error", 502)):  # fmt: skip
+        sql.fetch(
+            "INSERT INTO usage_records (request_id, tenant_id, api_key_id, model, base_model, endpoint, stream,"
+            " prompt_tokens, completion_tokens, status, http_status, started_at, finished_at, latency_ms)"
+            " VALUES ($1, $2, $3, 'tiny-base', 'tiny-base', '/v1/chat/completions', true, 1, 1, $4, $5, now(),"
+            " now(), 1) RETURNING request_id",
+            "req_" + secrets.token_hex(8), t.id, t.key_id, status, http_status,
+        )  # fmt: skip
+    rows = admin.get("/admin/usage", params={"tenant_id": t.id, "group_by": "status"}).json()
+    errors = {r["status"]: r["errors"] for r in rows["data"]}
+    assert errors == {"ok": 0, "engine_error": 2, "gateway_lost": 1, "client_closed": 0, "rejected": 1}
+    assert rows["totals"] == {**rows["totals"], "requests": 6, "errors": 4}
 
 
 def test_audit_log_records_admin_and_tenant_actions(
