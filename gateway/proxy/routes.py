@@ -63,23 +63,16 @@ class OpenAIController(Controller):
     @get("/models")
     async def models(self, caller: Caller, db_session: AsyncSession, engines: EnginePool) -> dict[str, Any]:
         """The models this key may call: the base models and the tenant's own ready adapters."""
-        now = int(time.time())
-        data: list[dict[str, Any]] = [
-            {"id": base, "object": "model", "created": now, "owned_by": "system", "parent": None}
-            for base in sorted(await engines.bases())
-        ]
-        for a in await adapters.list_ready(db_session, caller.tenant_id):
-            data.append(
-                {
-                    "id": a.name,
-                    "object": "model",
-                    "created": int(a.created_at.timestamp()),
-                    "owned_by": caller.tenant_id,
-                    "parent": a.base_model,
-                    "deployment_id": a.id,
-                }
-            )
-        return {"object": "list", "data": data}
+        return {"object": "list", "data": await _models(caller, db_session, engines)}
+
+    @get("/models/{model:path}")
+    async def model(self, model: str, caller: Caller, db_session: AsyncSession, engines: EnginePool) -> dict[str, Any]:
+        """One model this key may call, by name or deployment id (base model names may contain `/`)."""
+        wanted = model.lstrip("/")
+        for m in await _models(caller, db_session, engines):
+            if wanted in (m["id"], m.get("deployment_id")):
+                return m
+        raise model_not_found(wanted[:64])
 
 
 class MaasController(Controller):
@@ -103,6 +96,26 @@ class MaasController(Controller):
         return await _forward(
             state.proxy, caller, await request.body(), "completions", "/v1/completions", deployment_id
         )
+
+
+async def _models(caller: Caller, db_session: AsyncSession, engines: EnginePool) -> list[dict[str, Any]]:
+    now = int(time.time())
+    data: list[dict[str, Any]] = [
+        {"id": base, "object": "model", "created": now, "owned_by": "system", "parent": None}
+        for base in sorted(await engines.bases())
+    ]
+    for a in await adapters.list_ready(db_session, caller.tenant_id):
+        data.append(
+            {
+                "id": a.name,
+                "object": "model",
+                "created": int(a.created_at.timestamp()),
+                "owned_by": caller.tenant_id,
+                "parent": a.base_model,
+                "deployment_id": a.id,
+            }
+        )
+    return data
 
 
 def _deployment(deployment_id: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from openai import OpenAI
+from openai import NotFoundError, OpenAI
 
 from tests.conftest import TenantHandle
 from tests.support.sql import Sql
@@ -113,6 +113,22 @@ def test_text_completions_non_streaming_and_streaming(client: OpenAI, sql: Sql) 
 def test_models_lists_base_and_own_adapters(client: OpenAI) -> None:
     ids = {m.id for m in client.models.list().data}
     assert ids == {"tiny-base", "helper"}
+
+
+def test_models_retrieve_one_by_name_or_deployment_id(
+    client: OpenAI, gateway: Any, make_tenant: Any, tenant: TenantHandle, sql: Sql
+) -> None:
+    assert client.models.retrieve("tiny-base").owned_by == "system"
+    helper = client.models.retrieve("helper")
+    assert helper.owned_by == tenant.id
+    deployment = sql.scalar("SELECT id FROM adapters WHERE tenant_id = $1 AND name = 'helper'", tenant.id)
+    assert client.models.retrieve(deployment).id == "helper"
+    with pytest.raises(NotFoundError) as missing:
+        client.models.retrieve("no-such-model")
+    assert missing.value.body["code"] == "model_not_found"  # type: ignore[index]
+    stranger = OpenAI(base_url=f"{gateway.url}/v1", api_key=make_tenant().key, max_retries=0)
+    with pytest.raises(NotFoundError):  # another tenant's adapter, by name or id: as if it did not exist
+        stranger.models.retrieve(deployment)
 
 
 def test_adapter_can_be_called_by_deployment_id(client: OpenAI, admin: Any, tenant: TenantHandle, sql: Sql) -> None:
