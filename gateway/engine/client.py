@@ -69,6 +69,18 @@ def map_status(status: int, body: bytes) -> EngineError:
     return EngineFailed("The model engine failed to process the request.")
 
 
+def stream_error(event: bytes) -> EngineError | None:
+    """An error the engine sent as an SSE event (vLLM refuses some requests that way, after its 200), as ours."""
+    payload = event[5:].lstrip() if event.startswith(b"data:") else b""
+    if not payload.startswith(b'{"error"'):
+        return None
+    try:
+        code = json.loads(payload)["error"].get("code")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return map_status(code if isinstance(code, int) and 400 <= code < 600 else 500, payload)
+
+
 @asynccontextmanager
 async def _translate() -> AsyncIterator[None]:
     """aiohttp's errors, at this one boundary, as ours."""
@@ -213,7 +225,11 @@ class EngineClient:
                 async with _translate():
                     raw = await response.read()
                 raise map_status(response.status, raw)
-            yield _sse_events(response)
+            events = _sse_events(response)
+            first = await anext(events, None)
+            if first and (refused := stream_error(first[0])) is not None:
+                raise refused  # before anything reached the client: an HTTP error, as without streaming
+            yield _after(first, events)
         finally:
             response.close()
 
@@ -239,6 +255,13 @@ class EngineClient:
         if status in (200, 404):
             return
         raise map_status(status, raw)
+
+
+async def _after(first: list[bytes] | None, rest: AsyncIterator[list[bytes]]) -> AsyncIterator[list[bytes]]:
+    if first:
+        yield first
+    async for events in rest:
+        yield events
 
 
 async def _sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[list[bytes]]:

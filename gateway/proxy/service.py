@@ -19,6 +19,7 @@ from gateway.adapters import service as adapters
 from gateway.adapters.service import Target, TargetCache
 from gateway.auth.service import Caller
 from gateway.db import guarded
+from gateway.engine.client import stream_error
 from gateway.engine.pool import EnginePool
 from gateway.errors import EngineError, GatewayError
 from gateway.limits.service import Grant, RateLimiter
@@ -176,6 +177,9 @@ class ProxyService:
                         self.metrics.ttft.labels(call.endpoint, call.kind).observe(time.perf_counter() - call.clock)
                     if event == DONE:
                         relay.status = "ok"
+                    elif (failed := stream_error(event)) is not None:  # the engine gave up midway
+                        log.warning("engine stream failed: %s", failed.message)
+                        event = error_event(failed).rstrip()
                     elif b'"usage"' in event:
                         final = b'"choices":[]' in event
                         tokens, event = take_usage(event, keep=final or call.wants_running_usage)

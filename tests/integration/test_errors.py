@@ -86,6 +86,40 @@ def test_engine_refusal_is_passed_on_as_a_400(gateway: Any, tenant: Any) -> None
     assert err["param"] == "max_tokens"
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        (
+            "/v1/chat/completions",
+            {"messages": [{"role": "user", "content": "hi"}], "logit_bias": {"99999": 1}},
+            "logit_bias",
+        ),
+        ("/v1/completions", {"prompt": [99999]}, None),
+    ],
+    ids=["chat-logit-bias", "completion-token-ids"],
+)
+def test_engine_refusal_of_a_stream_is_a_400_too(
+    gateway: Any, tenant: Any, sql: Sql, path: str, body: dict[str, Any], param: str | None
+) -> None:
+    """vLLM answers these streams 200 and refuses them in the first event: the client gets the same 400 as
+    without streaming, not a 200 with the engine's own error event; the row says so."""
+    r = httpx.post(
+        f"{gateway.url}{path}",
+        headers=tenant.headers,
+        json={"model": "tiny-base", "max_tokens": 5, "stream": True, **body},
+    )
+    err = assert_openai_error(r, 400)
+    assert err["type"] == "invalid_request_error" and "vocab" in err["message"], err
+    if param:
+        assert err["param"] == param
+    row = sql.one(
+        "SELECT status, http_status, completion_tokens FROM usage_records WHERE tenant_id = $1"
+        " ORDER BY finished_at DESC LIMIT 1",
+        tenant.id,
+    )
+    assert row == {"status": "rejected", "http_status": 400, "completion_tokens": 0}
+
+
 def test_unknown_route_and_method_are_openai_shaped(gateway: Any, tenant: Any) -> None:
     assert_openai_error(httpx.get(f"{gateway.url}/v1/nothing-here", headers=tenant.headers), 404)
     assert_openai_error(httpx.get(f"{gateway.url}/v1/chat/completions", headers=tenant.headers), 405)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from gateway.engine.client import EngineModelMissing, map_status, parse_event
+from gateway.engine.client import EngineModelMissing, map_status, parse_event, stream_error
 from gateway.errors import EngineFailed, EngineRejected
 
 
@@ -25,6 +25,21 @@ def test_client_errors_pass_through_with_param() -> None:
 def test_server_errors_hide_details() -> None:
     err = map_status(*response(500, {"error": {"message": "CUDA out of memory at /secret/path"}}))
     assert isinstance(err, EngineFailed) and "secret" not in err.message and err.status_code == 502
+
+
+def test_error_events_in_a_stream() -> None:
+    """vLLM's error event (its own type and an int code) becomes ours; anything else is not an error."""
+    message = "token_id(s) [99999] out of vocab"
+    refused = {"error": {"message": message, "type": "BadRequestError", "param": "logit_bias", "code": 400}}
+    err = stream_error(b"data: " + json.dumps(refused).encode())
+    assert isinstance(err, EngineRejected) and err.status_code == 400 and err.param == "logit_bias"
+    assert err.type == "invalid_request_error" and "vocab" in err.message
+    crashed = {"error": {"message": "engine dead: CUDA error", "type": "InternalServerError", "code": 500}}
+    failed = stream_error(b"data:" + json.dumps(crashed).encode())
+    assert isinstance(failed, EngineFailed) and "CUDA" not in failed.message  # details stay in the log
+    assert isinstance(stream_error(b'data: {"error": {"message": "no code"}}'), EngineFailed)
+    for event in (b"data: [DONE]", b'data: {"id": "x", "choices": []}', b'data: {"error"', b": comment", b""):
+        assert stream_error(event) is None
 
 
 def test_parse_event() -> None:
