@@ -106,6 +106,12 @@ async def list_ready(session: AsyncSession, tenant_id: str) -> list[Adapter]:
     return list((await session.exec(stmt)).all())
 
 
+def refuse_base_model_name(name: str, bases: Collection[str]) -> None:
+    """A deployment named like a served base model could never be called by that name: the base model wins."""
+    if name in bases:
+        raise Conflict(f"{name!r} is a base model served here; give the adapter another name.", param="name")
+
+
 async def register(
     session: AsyncSession,
     engines: EnginePool,
@@ -120,6 +126,7 @@ async def register(
 ) -> Adapter:
     """Record an adapter folder already on disk (status loading), load it on the engine its traffic will go to,
     mark it ready or failed."""
+    refuse_base_model_name(name, await engines.bases())
     adapter = Adapter(
         id=ids.deployment_id(),
         tenant_id=tenant_id,

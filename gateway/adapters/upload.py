@@ -77,6 +77,7 @@ async def deploy_upload(
             param="base_model",
         )
     info = await engines.info(base_model)
+    service.refuse_base_model_name(name, bases)
     if await service.name_taken(session, tenant_id, name):
         raise Conflict(f"You already have a deployment named {name!r}.", param="name")
     staging = store.new_staging()

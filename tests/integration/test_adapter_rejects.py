@@ -127,6 +127,18 @@ def test_duplicate_name_is_409(gateway: Any, tenant: TenantHandle, models_dir: P
     assert sql.scalar("SELECT count(*) FROM adapters") == before
 
 
+def test_a_base_model_name_is_409(
+    gateway: Any, admin: httpx.Client, tenant: TenantHandle, models_dir: Path, unchanged: None
+) -> None:
+    """An adapter named like the base model could only be reached by its deployment id: refused, both ways in."""
+    r = post(gateway.url, tenant, read_adapter(models_dir / "adapters" / "lora-1"), name="tiny-base")
+    assert r.status_code == 409 and r.json()["error"]["param"] == "name", r.text
+    assert "base model" in r.json()["error"]["message"]
+    path = str(models_dir / "adapters" / "lora-1")
+    r = admin.post(f"/admin/tenants/{tenant.id}/adapters", json={"name": "tiny-base", "path": path})
+    assert r.status_code == 409 and r.json()["error"]["param"] == "name", r.text
+
+
 @pytest.fixture(scope="module")
 def small_gateway(gateway_env: dict[str, str]) -> Iterator[GatewayProcess]:
     """A second gateway process on the same database and engine, with tight upload limits."""
