@@ -21,3 +21,10 @@ def hash_key(key: str) -> str:
 
 def display_prefix(key: str) -> str:
     return key[:_DISPLAY_LEN]
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an `Authorization: Bearer …` header ("" if there is none). The scheme is case-insensitive
+    (RFC 9110 §11.1): some clients send `bearer`."""
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway import ids
-from gateway.auth.keys import KEY_PREFIX, display_prefix, generate_key, hash_key
+from gateway.auth.keys import KEY_PREFIX, bearer_token, display_prefix, generate_key, hash_key
 from gateway.auth.models import ApiKey, Tenant
 from gateway.cache import Invalidations, TtlCache
 from gateway.db import guarded
@@ -72,11 +72,11 @@ class KeyCache:
 
 async def authenticate(db: AsyncEngine, authorization: str | None, cache: KeyCache | None = None) -> Caller:
     """Resolve an `Authorization: Bearer sk-…` header to its live key, or raise AuthenticationFailed."""
-    if not authorization or not authorization.startswith("Bearer "):
+    token = bearer_token(authorization)
+    if not token:
         raise AuthenticationFailed(
             "You didn't provide an API key. Send it as 'Authorization: Bearer sk-…'.", code="missing_api_key"
         )
-    token = authorization[7:].strip()
     if not token.startswith(KEY_PREFIX):
         raise AuthenticationFailed(_BAD_KEY)
     key_hash = hash_key(token)

@@ -40,6 +40,14 @@ def test_missing_or_bad_key_is_401(gateway: Any, headers: dict[str, str], code: 
     assert_openai_error(r, 401, code)
 
 
+def test_bearer_scheme_in_any_case_is_accepted(gateway: Any, admin_token: str, tenant: Any) -> None:
+    body = {"model": "tiny-base", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    r = httpx.post(f"{gateway.url}/v1/chat/completions", headers={"Authorization": f"bearer {tenant.key}"}, json=body)
+    assert r.status_code == 200, r.text
+    r = httpx.get(f"{gateway.url}/admin/tenants", headers={"Authorization": f"BEARER {admin_token}"})
+    assert r.status_code == 200, r.text
+
+
 def test_admin_token_is_not_a_tenant_key_and_back(gateway: Any, admin_token: str, tenant: Any) -> None:
     r = httpx.get(f"{gateway.url}/v1/models", headers={"Authorization": f"Bearer {admin_token}"})
     assert_openai_error(r, 401)

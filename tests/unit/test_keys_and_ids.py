@@ -3,7 +3,7 @@ from __future__ import annotations
 import re
 
 from gateway import ids
-from gateway.auth.keys import display_prefix, generate_key, hash_key
+from gateway.auth.keys import bearer_token, display_prefix, generate_key, hash_key
 
 
 def test_keys_are_long_random_and_hashed() -> None:
@@ -27,3 +27,10 @@ def test_request_ids_use_every_base32_character() -> None:
     rids = [ids.request_id() for _ in range(2000)]
     assert all(re.fullmatch(r"req_[a-z2-7]{24}", r) for r in rids) and len(set(rids)) == 2000
     assert set("".join(r[4:] for r in rids)) == set("abcdefghijklmnopqrstuvwxyz234567")
+
+
+def test_bearer_scheme_is_case_insensitive() -> None:
+    for header in ("Bearer sk-abc", "bearer sk-abc", "BEARER  sk-abc ", " Bearer sk-abc"):
+        assert bearer_token(header) == "sk-abc", header
+    for header in (None, "", "Bearer", "Bearer ", "Basic sk-abc", "Bearersk-abc", "sk-abc"):
+        assert bearer_token(header) == "", header
