@@ -26,6 +26,8 @@ from gateway.db import is_unavailable
 from gateway.settings import MetricsSettings
 
 log = logging.getLogger(__name__)
+# Litestar appends "; charset=utf-8" to text/* types itself: without this, the header said it twice.
+_MEDIA_TYPE = CONTENT_TYPE_LATEST.replace("; charset=utf-8", "")
 
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _COMMIT = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -181,4 +183,4 @@ async def metrics_endpoint(state: State) -> Response[bytes]:
         if not is_unavailable(exc):
             raise
         log.info("database unavailable during a scrape; the outbox gauge keeps its last value")
-    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    return Response(metrics.render(), media_type=_MEDIA_TYPE)

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.auth.keys import display_prefix, generate_key, hash_key
@@ -20,7 +21,7 @@ CHAT = [{"role": "user", "content": "hi"}]
 
 def scrape(url: str) -> dict[str, list[Any]]:
     r = httpx.get(f"{url}/metrics")
-    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    assert r.status_code == 200 and r.headers["content-type"] == CONTENT_TYPE_LATEST  # charset once
     return {f.name: f.samples for f in text_string_to_metric_families(r.text)}
 
 
