@@ -22,8 +22,16 @@ async def set_price(
     completion_per_million: int,
     currency: str,
     effective_from: datetime | None = None,
+    *,
+    billing_currency: str | None = None,
 ) -> dict[str, Any]:
-    """A new price version for `model`, in force from `effective_from` (default: now)."""
+    """A new price version for `model`, in force from `effective_from` (default: now). Accounts are kept in
+    `billing_currency`: a price in another would be charged as if it were in that one, so it is refused."""
+    if billing_currency is not None and currency.lower() != billing_currency.lower():
+        raise InvalidBillingInput(
+            f"Prices are in the billing currency ({billing_currency.lower()}, BILLING_CURRENCY), not {currency!r}.",
+            param="currency",
+        )
     for name, value in (("prompt_per_million", prompt_per_million), ("completion_per_million", completion_per_million)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise InvalidBillingInput(f"{name} must be a non-negative integer (minor units per 1M tokens).", param=name)

@@ -76,17 +76,19 @@ class AdminBillingController(Controller):
 
     @post("/prices", status_code=201)
     async def set_price(
-        self, request: Request[Any, Any, Any], data: PriceCreate, db_engine: AsyncEngine
+        self, request: Request[Any, Any, Any], data: PriceCreate, db_engine: AsyncEngine, settings: Settings
     ) -> dict[str, Any]:
         """A new price version for a base model or a deployment; never re-rates the past."""
+        currency = settings.billing.currency
         async with db_engine.begin() as conn:
             price = await prices.set_price(
                 conn,
                 data.model,
                 data.prompt_per_million,
                 data.completion_per_million,
-                data.currency,
+                data.currency or currency,
                 data.effective_from,
+                billing_currency=currency,
             )
         await audit.record(db_engine, "admin", "price.set", data.model, _jsonable(price), client_ip(request))
         return price

@@ -16,7 +16,7 @@ class PriceCreate(msgspec.Struct, forbid_unknown_fields=True):
     model: str
     prompt_per_million: int
     completion_per_million: int
-    currency: str = "usd"
+    currency: str | None = None  # the billing currency when omitted
     effective_from: datetime | None = None
 
 

@@ -6,9 +6,10 @@ import asyncio
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Request, delete, get, patch, post
+from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -165,9 +166,9 @@ class AdminController(Controller):
         action: str | None = None,
         target: str | None = None,
         since: datetime | None = None,
-        limit: int = 200,
+        limit: Annotated[int, Parameter(ge=1, le=1000)] = 200,
     ) -> dict[str, Any]:
-        """The audit log, newest first: who did what to what, when, from where."""
+        """The audit log, newest first: who did what to what, when, from where (1–1000 rows)."""
         rows = await audit.query(db_engine, actor=actor, action=action, target=target, since=since, limit=limit)
         return {"object": "list", "data": rows}
 

@@ -186,3 +186,15 @@ def test_models_and_migrations_agree(database_url: str) -> None:
     from alembic import command
 
     command.check(alembic_config(database_url))  # raises if a model has no migration
+
+
+def test_audit_limit_and_price_currency_are_checked(gateway: Any, admin: httpx.Client) -> None:
+    for limit in (-1, 0, 1001):
+        r = admin.get("/admin/audit", params={"limit": limit})
+        assert r.status_code == 400 and set(r.json()["error"]) == {"message", "type", "code", "param"}, r.text
+    price = {"model": "currency-probe", "prompt_per_million": 1, "completion_per_million": 1}
+    r = admin.post("/admin/prices", json={**price, "currency": "eur"})  # accounts are in usd (BILLING_CURRENCY)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "currency", r.text
+    r = admin.post("/admin/prices", json=price)
+    assert r.status_code == 201 and r.json()["currency"] == "usd", r.text
+    assert admin.post("/admin/prices", json={**price, "currency": "USD"}).status_code == 201
