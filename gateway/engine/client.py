@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -53,9 +54,25 @@ def _engine_message(body: bytes) -> tuple[str, str | None]:
         if isinstance(err, dict):
             param = err.get("param")
             message = str(err.get("message") or err.get("detail") or data)[:1000]
-            return message, param if isinstance(param, str) else None
+            return _readable(message, param if isinstance(param, str) else None)
         return str(data.get("message") or data.get("detail") or err)[:1000], None
     return str(data)[:500], None
+
+
+# vLLM reports a body that fails its schema as pydantic's error dicts: "1 validation error:\n  {'type': …,
+# 'loc': 'body.tools', 'msg': 'Input should be a valid list', 'input': …}", param "body.tools".
+_SCHEMA_ERRORS = re.compile(r"\d+ validation errors?:")
+_SCHEMA_ERROR = re.compile(r"'loc': '(?:body\.)?([^']*)', 'msg': '([^']*)'")
+
+
+def _readable(message: str, param: str | None) -> tuple[str, str | None]:
+    """The engine's schema errors as the gateway words its own: `tools: Input should be a valid list`, param
+    `tools`. Anything else is passed on as it is."""
+    if param is not None and param.startswith("body."):
+        param = param[len("body.") :]
+    if _SCHEMA_ERRORS.match(message) and (found := _SCHEMA_ERROR.findall(message)):
+        message = "; ".join(f"{loc}: {msg}" for loc, msg in found)
+    return message, param
 
 
 def map_status(status: int, body: bytes) -> EngineError:

@@ -128,6 +128,14 @@ def test_engine_refusal_of_a_stream_is_a_400_too(
     assert row == {"status": "rejected", "http_status": 400, "completion_tokens": 0}
 
 
+def test_engine_schema_error_names_the_field(gateway: Any, tenant: Any) -> None:
+    """A field the gateway passes on unchecked and the engine's schema refuses: its words, not pydantic's dicts."""
+    body = {"model": "tiny-base", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "tools": "abc"}
+    err = assert_openai_error(httpx.post(f"{gateway.url}/v1/chat/completions", headers=tenant.headers, json=body), 400)
+    assert err["param"] == "tools" and err["message"].startswith("tools: "), err
+    assert "{" not in err["message"], err
+
+
 def test_unknown_route_and_method_are_openai_shaped(gateway: Any, tenant: Any) -> None:
     assert_openai_error(httpx.get(f"{gateway.url}/v1/nothing-here", headers=tenant.headers), 404)
     assert_openai_error(httpx.get(f"{gateway.url}/v1/chat/completions", headers=tenant.headers), 405)

@@ -27,6 +27,19 @@ def test_server_errors_hide_details() -> None:
     assert isinstance(err, EngineFailed) and "secret" not in err.message and err.status_code == 502
 
 
+def test_engine_schema_errors_are_made_readable() -> None:
+    """vLLM words a body that fails its schema as pydantic's dicts, with param `body.<field>`."""
+    raw = (
+        "1 validation error:\n  {'type': 'list_type', 'loc': 'body.tools', 'msg': 'Input should be a valid list', "
+        "'input': 'abc'}"
+    )
+    err = map_status(*response(400, {"error": {"message": raw, "type": "BadRequestError", "param": "body.tools"}}))
+    assert isinstance(err, EngineRejected)
+    assert (err.message, err.param) == ("tools: Input should be a valid list", "tools")
+    plain = map_status(*response(400, {"error": {"message": "max_tokens is too large", "param": "max_tokens"}}))
+    assert (plain.message, plain.param) == ("max_tokens is too large", "max_tokens")
+
+
 def test_error_events_in_a_stream() -> None:
     """vLLM's error event (its own type and an int code) becomes ours; anything else is not an error."""
     message = "token_id(s) [99999] out of vocab"
