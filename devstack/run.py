@@ -143,6 +143,9 @@ def print_banner(url: str, admin: str, state: dict[str, Any], keys: list[str]) -
         for i, (t, key) in enumerate(zip(state["tenants"], keys, strict=True), start=1)
     )
     first, key = state["tenants"][0], keys[0]
+    here = Path.cwd()
+    exe = Path(sys.executable)  # the project's virtualenv: it has the openai package, a system python may not
+    python = str(exe.relative_to(here)) if exe.is_relative_to(here) else str(exe)
     print(
         f"""
 ────────────────────────────────────────────────────────────────────────
@@ -160,7 +163,7 @@ def print_banner(url: str, admin: str, state: dict[str, Any], keys: list[str]) -
    curl {url}/maas/deployment/{first["adapter_id"]}/chat/completions -H "Authorization: Bearer {key}" \\
      -H "Content-Type: application/json" -d '{{"messages": [{{"role": "user", "content": "Who are you?"}}]}}'
 
-   OPENAI_BASE_URL={url}/v1 OPENAI_API_KEY={key} python -c "from openai import OpenAI; \\
+   OPENAI_BASE_URL={url}/v1 OPENAI_API_KEY={key} {python} -c "from openai import OpenAI; \\
 print(OpenAI().chat.completions.create(model='{first["adapter_name"]}', \\
   messages=[{{'role': 'user', 'content': 'Who are you?'}}]).choices[0].message.content)"
 
