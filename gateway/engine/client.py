@@ -88,9 +88,9 @@ def map_status(status: int, body: bytes) -> EngineError:
 
 def stream_error(event: bytes) -> EngineError | None:
     """An error the engine sent as an SSE event (vLLM refuses some requests that way, after its 200), as ours."""
-    payload = event[5:].lstrip() if event.startswith(b"data:") else b""
-    if not payload.startswith(b'{"error"'):
+    if not event.startswith((b'data: {"error"', b'data:{"error"')):  # every relayed event is asked: no copy first
         return None
+    payload = event[5:].lstrip()
     try:
         code = json.loads(payload)["error"].get("code")
     except (ValueError, KeyError, TypeError, AttributeError):

@@ -98,9 +98,8 @@ def check_request(subjects: tuple[Limits, ...], tokens: int) -> None:
     for s in subjects:
         if s.tpm is not None and tokens > s.tpm:
             raise RateLimited(
-                f"This request may use up to {tokens} tokens (one per byte of the request, plus max_tokens × n), more "
-                f"than the limit of "
-                f"{s.tpm} tokens per minute: lower max_tokens.",
+                f"This request may use up to {tokens} tokens (one per byte of the request, plus max_tokens × n), "
+                f"more than the limit of {s.tpm} tokens per minute: lower max_tokens.",
                 param="max_tokens",
             )
 

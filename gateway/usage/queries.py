@@ -41,19 +41,22 @@ class UsageFilter:
 
 def _group_column(group_by: str) -> sa.ColumnElement[Any]:
     u = _USAGE.c
+    expression: sa.ColumnElement[Any]
     if group_by == "day":
-        return sa.func.to_char(sa.func.timezone("UTC", u.started_at), "YYYY-MM-DD").label("day")
-    if group_by == "hour":
-        return sa.func.to_char(sa.func.timezone("UTC", u.started_at), 'YYYY-MM-DD"T"HH24:00"Z"').label("hour")
-    if group_by == "tenant":
-        return u.tenant_id.label(GROUP_COLUMNS["tenant"])
-    if group_by == "model":
-        return sa.func.coalesce(u.adapter_id, u.base_model).label("model")
-    if group_by == "key":
-        return u.api_key_id.label(GROUP_COLUMNS["key"])
-    if group_by == "status":
-        return u.status.label("status")
-    raise InvalidRequest(f"group_by must be one of {', '.join(GROUPS)}.", param="group_by")
+        expression = sa.func.to_char(sa.func.timezone("UTC", u.started_at), "YYYY-MM-DD")
+    elif group_by == "hour":
+        expression = sa.func.to_char(sa.func.timezone("UTC", u.started_at), 'YYYY-MM-DD"T"HH24:00"Z"')
+    elif group_by == "tenant":
+        expression = u.tenant_id
+    elif group_by == "model":
+        expression = sa.func.coalesce(u.adapter_id, u.base_model)
+    elif group_by == "key":
+        expression = u.api_key_id
+    elif group_by == "status":
+        expression = u.status
+    else:
+        raise InvalidRequest(f"group_by must be one of {', '.join(GROUPS)}.", param="group_by")
+    return expression.label(GROUP_COLUMNS[group_by])
 
 
 async def usage_summary(db: AsyncEngine, f: UsageFilter, group_by: list[str]) -> list[dict[str, Any]]:
