@@ -9,10 +9,10 @@ STAMP := $(VENV)/.installed-$(ENGINE_EXTRA)
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run demo test test-unit lint format models migrate bench browser helm clean
+.PHONY: help install run demo test test-unit lint format models migrate bench browser helm clean docs docs-serve docs-check
 
 help: ## list the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing (first time: about 2 minutes)"
@@ -45,7 +45,7 @@ browser: ## Debian's chromium, for the dashboard's browser tests
 helm: $(STAMP) ## the helm binary, for the Helm chart tests (tests/unit/test_deploy_manifests.py)
 	@bash deploy/install-helm.sh $(BIN)
 
-test: $(STAMP) browser helm lint ## install what the tests need, lint, and run them all (real PostgreSQL, real vLLM engine)
+test: $(STAMP) browser helm lint docs-check ## install what the tests need, lint, build the docs strictly, and run every test (real PostgreSQL, real vLLM engine)
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; exit 1; fi; exit $$rc
 
@@ -66,6 +66,20 @@ bench: $(STAMP) ## gateway overhead vs LiteLLM, usage-write throughput, multi-Lo
 	@$(BIN)/python -m bench.gateway_overhead
 	@$(BIN)/python -m bench.usage_writes
 	@$(BIN)/python -m bench.multi_lora
+
+# material prints an end-of-life banner on every build; NO_MKDOCS_2_WARNING silences it.
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs
+
+docs: $(STAMP) ## build the documentation site (docs/, mkdocs.yml) into site/
+	@$(MKDOCS) build --strict
+	@echo "==> open site/index.html, or: make docs-serve"
+
+docs-serve: $(STAMP) ## serve the documentation with live reload on http://127.0.0.1:8001
+	@$(MKDOCS) serve --strict -a 127.0.0.1:8001
+
+# Not `mkdocs build -q`: with -q mkdocs no longer counts warnings, so --strict would pass a broken link.
+docs-check: $(STAMP) ## build the docs with --strict and say nothing unless a link, anchor or page is broken
+	@out=$$($(MKDOCS) build --strict 2>&1) || { echo "$$out" | grep -v '^INFO'; echo "docs: mkdocs build --strict failed"; exit 1; }
 
 clean: ## remove the data folder (database, models, adapters, logs); keeps the virtualenv
 	rm -rf .data test-artifacts
