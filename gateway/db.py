@@ -137,11 +137,13 @@ async def db_errors(*, duplicate: GatewayError | None = None) -> AsyncIterator[N
 guarded = db_errors  # the name the read paths use: no duplicate key to name
 
 
-async def commit(session: AsyncSession, *, duplicate: GatewayError | None = None) -> None:
-    """Commit the session's one transaction, translated as `db_errors` does; on failure it is rolled back, so the
-    session stays usable."""
+@asynccontextmanager
+async def transaction(session: AsyncSession, *, duplicate: GatewayError | None = None) -> AsyncIterator[None]:
+    """The session's changes (those made before and inside the block) committed once at the end of the block,
+    translated as `db_errors` does; on any failure they are rolled back, so the session stays usable."""
     try:
         async with db_errors(duplicate=duplicate):
+            yield
             await session.commit()
     except BaseException:
         await session.rollback()

@@ -19,7 +19,7 @@ from gateway.adapters.storage import AdapterStore
 from gateway.audit import service as audit
 from gateway.audit.service import Actor
 from gateway.cache import Invalidations, TtlCache
-from gateway.db import commit, guarded
+from gateway.db import guarded, transaction
 from gateway.engine.client import EngineInfo
 from gateway.engine.pool import AdapterRef, EnginePool
 from gateway.errors import Conflict, EngineError, NotFound
@@ -140,19 +140,23 @@ async def register(
         content_hash=content_hash,
         size_bytes=size_bytes,
     )
-    session.add(adapter)
     # The deployment and its audit row commit together, before the engine is asked: if this commit fails, the
     # engine was never touched (the caller removes the unshared files). The load's outcome is a later state of
     # the same deployment (ready/failed); if that commit fails, the row stays 'loading' and is never served.
-    await audit.record(await session.connection(), actor, action, adapter.id, {"tenant_id": tenant_id, "name": name})
-    await commit(session, duplicate=Conflict(f"You already have an adapter named {name!r}.", param="name"))
+    async with transaction(session, duplicate=Conflict(f"You already have an adapter named {name!r}.", param="name")):
+        session.add(adapter)
+        await audit.record(
+            await session.connection(), actor, action, adapter.id, {"tenant_id": tenant_id, "name": name}
+        )
+    reason: str | None = None
     try:
         await engines.load_new(info.base_model, AdapterRef(adapter.id, adapter.path))
     except EngineError as exc:
-        adapter.status, adapter.status_reason = AdapterStatus.failed, exc.message
+        status, reason = AdapterStatus.failed, exc.message
     else:
-        adapter.status = AdapterStatus.ready
-    await session.commit()
+        status = AdapterStatus.ready
+    async with transaction(session):
+        adapter.status, adapter.status_reason = status, reason
     return adapter
 
 
@@ -190,14 +194,14 @@ async def delete(
 ) -> None:
     """Soft-delete (usage history keeps pointing at it) with its audit row, unload from the engines, drop unshared
     files."""
-    adapter.deleted_at = utcnow()
-    adapter.status = AdapterStatus.deleted
-    detail = {"tenant_id": adapter.tenant_id, "name": adapter.name}
-    await audit.record(await session.connection(), actor, "adapter.delete", adapter.id, detail)
     # One commit for the deletion and its audit row, before the engine and the disk are touched: if it fails,
     # the deployment is still live and still loaded, as the client is told. After it, calls are refused (resolve
     # reads the row) even if an unload below fails; the engine then drops the adapter on its next restart.
-    await commit(session)
+    detail = {"tenant_id": adapter.tenant_id, "name": adapter.name}
+    async with transaction(session):
+        adapter.deleted_at = utcnow()
+        adapter.status = AdapterStatus.deleted
+        await audit.record(await session.connection(), actor, "adapter.delete", adapter.id, detail)
     await engines.unload_everywhere(adapter.id)
     if adapter.content_hash and not await path_in_use(session, adapter.path):
         await asyncio.to_thread(store.remove, Path(adapter.path))

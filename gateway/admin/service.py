@@ -16,7 +16,7 @@ from gateway.audit import service as audit
 from gateway.audit.service import Actor
 from gateway.auth import service as auth
 from gateway.auth.models import ApiKey, Tenant
-from gateway.db import commit, guarded
+from gateway.db import guarded, transaction
 from gateway.errors import Conflict, InvalidRequest, NotFound
 from gateway.timeutil import utcnow
 from gateway.usage.models import UsageRecord
@@ -66,11 +66,12 @@ def check_limits(limits: dict[str, int | None]) -> None:
 
 async def create_tenant(session: AsyncSession, actor: Actor, name: str, terms: ledger.AccountDefaults) -> Tenant:
     """A tenant, its billing account (with its free-trial grant) and the audit row: all or nothing."""
-    tenant = await auth.create_tenant(session, name)
-    conn = await session.connection()
-    await ledger.open_account(conn, tenant.id, terms.mode, terms.trial_tokens, terms.currency)
-    detail = {"name": tenant.name, "billing_mode": terms.mode, "trial_tokens": terms.trial_tokens}
-    await _commit_audited(session, actor, "tenant.create", tenant.id, detail)
+    async with transaction(session):
+        tenant = await auth.create_tenant(session, name)  # Conflict if the name is taken
+        conn = await session.connection()
+        await ledger.open_account(conn, tenant.id, terms.mode, terms.trial_tokens, terms.currency)
+        detail = {"name": tenant.name, "billing_mode": terms.mode, "trial_tokens": terms.trial_tokens}
+        await audit.record(conn, actor, "tenant.create", tenant.id, detail)
     return tenant
 
 
@@ -135,8 +136,8 @@ async def _commit_audited(
     duplicate: Conflict | None = None,
 ) -> None:
     """The audit row of the session's change, then one commit for both."""
-    await audit.record(await session.connection(), actor, action, target, detail)
-    await commit(session, duplicate=duplicate)
+    async with transaction(session, duplicate=duplicate):
+        await audit.record(await session.connection(), actor, action, target, detail)
 
 
 _Row = TypeVar("_Row", Tenant, ApiKey)
