@@ -169,3 +169,35 @@ def test_adapter_register_upload_and_delete(
     assert httpx.delete(f"{gateway.url}/v1/adapters/{dep}", headers=t.headers).status_code == 200
     assert sql.scalar("SELECT deleted_at FROM adapters WHERE id = $1", dep) is not None
     assert audited(sql, "adapter.delete", dep) == 1
+
+
+def test_duplicate_keys_are_named_per_call_and_leave_no_audit_row(
+    audit_hook: None, admin: httpx.Client, make_tenant: Any, models_dir: Path, sql: Sql
+) -> None:
+    """The database's unique indexes answer as the call words them (db_errors / billing's duplicate_as)."""
+    a, b = make_tenant(), make_tenant()
+    taken = sql.scalar("SELECT name FROM tenants WHERE id = $1", a.id)
+    r = admin.patch(f"/admin/tenants/{b.id}", json={"name": taken, "suspended": True})
+    assert r.status_code == 409, r.text
+    assert r.json()["error"] == {
+        "message": f"A tenant named {taken!r} already exists.", "type": "invalid_request_error", "code": "conflict",
+        "param": "name",
+    }  # fmt: skip
+    assert sql.scalar("SELECT suspended_at FROM tenants WHERE id = $1", b.id) is None
+    assert audited(sql, "tenant.update", b.id) == 0
+
+    path = str(models_dir / "adapters" / "lora-1")
+    assert admin.post(f"/admin/tenants/{a.id}/adapters", json={"name": "twice", "path": path}).status_code == 201
+    r = admin.post(f"/admin/tenants/{a.id}/adapters", json={"name": "twice", "path": path})
+    assert r.status_code == 409 and r.json()["error"]["message"] == "You already have an adapter named 'twice'."
+    assert sql.scalar("SELECT count(*) FROM audit_log WHERE action = 'adapter.register' AND detail->>'tenant_id' = $1",
+                      a.id) == 1  # fmt: skip
+
+    model = f"dup-price-{secrets.token_hex(4)}"
+    price = {"model": model, "prompt_per_million": 1, "completion_per_million": 1,
+             "effective_from": "2030-01-01T00:00:00Z"}  # fmt: skip
+    assert admin.post("/admin/prices", json=price).status_code == 201
+    r = admin.post("/admin/prices", json=price)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "effective_from", r.text
+    assert "already has a price starting at" in r.json()["error"]["message"]
+    assert audited(sql, "price.set", model) == 1
