@@ -75,7 +75,8 @@ def next_period(period: str) -> str:
 
 
 def check_terms(mode: str, trial_tokens: int) -> None:
-    """Raise InvalidBillingInput unless an account can be opened on these terms (before anything is created)."""
+    """Raise InvalidBillingInput unless an account can be opened on these terms (open_account asks; the gateway
+    opens the tenant and its account in one transaction, so nothing is left behind)."""
     if mode not in ("prepaid", "postpaid"):
         raise InvalidBillingInput("billing_mode must be 'prepaid' or 'postpaid'.", param="billing_mode")
     if trial_tokens < 0:

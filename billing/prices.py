@@ -6,11 +6,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billing.errors import InvalidBillingInput
 from billing.models import Price
+from billing.sql import duplicate_as
 
 PRICES = Price.__table__  # type: ignore[attr-defined]
 
@@ -43,23 +43,18 @@ async def set_price(
         raise InvalidBillingInput(
             "effective_from needs a timezone (e.g. 2026-12-01T00:00:00Z).", param="effective_from"
         )
-    try:
-        async with conn.begin_nested():
-            row = (
-                await conn.execute(
-                    sa.insert(PRICES)
-                    .values(
-                        model=model, prompt_per_million=prompt_per_million,
-                        completion_per_million=completion_per_million,
-                        currency=currency.lower(), effective_from=start, created_at=now,
-                    )
-                    .returning(*PRICES.c)
+    taken = InvalidBillingInput(f"{model} already has a price starting at {start.isoformat()}.", param="effective_from")
+    async with duplicate_as(conn, taken):
+        row = (
+            await conn.execute(
+                sa.insert(PRICES)
+                .values(
+                    model=model, prompt_per_million=prompt_per_million, completion_per_million=completion_per_million,
+                    currency=currency.lower(), effective_from=start, created_at=now,
                 )
-            ).one()  # fmt: skip
-    except IntegrityError as exc:
-        raise InvalidBillingInput(
-            f"{model} already has a price starting at {start.isoformat()}.", param="effective_from"
-        ) from exc
+                .returning(*PRICES.c)
+            )
+        ).one()  # fmt: skip
     return dict(row._mapping)
 
 

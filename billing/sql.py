@@ -4,10 +4,14 @@ wrapped by `Alchemy` (admin, invoices, webhooks), in the caller's transaction ei
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from billing.errors import BillingError
 
 
 class Queries(Protocol):
@@ -33,3 +37,17 @@ def unnest(columns: Sequence[tuple[str, str]], first: int = 1) -> str:
     """`unnest($first::type[], …)` over (column, PostgreSQL type) pairs: one array parameter per column, so a
     multi-row statement has the same text for any number of rows (prepared once per connection)."""
     return f"unnest({', '.join(f'${i}::{t}[]' for i, (_, t) in enumerate(columns, first))})"
+
+
+@asynccontextmanager
+async def duplicate_as(conn: AsyncConnection, error: BillingError) -> AsyncIterator[None]:
+    """Run the block in a savepoint: a duplicate key raises `error` (named by the caller) and the caller's
+    transaction goes on. Billing's own small copy of gateway/db.py's `db_errors`: billing never imports the
+    gateway."""
+    try:
+        async with conn.begin_nested():
+            yield
+    except IntegrityError as exc:
+        if getattr(exc.orig, "sqlstate", None) != "23505":  # unique_violation
+            raise
+        raise error from exc

@@ -34,8 +34,9 @@ from gateway.auth.service import KeyCache
 from gateway.cache import Invalidations
 from gateway.dashboard.routes import dashboard_routes, template_config
 from gateway.engine.pool import EnginePool
-from gateway.errors import EXCEPTION_HANDLERS, DatabaseUnavailable
+from gateway.errors import DatabaseUnavailable
 from gateway.health.routes import healthz, readyz
+from gateway.http_errors import EXCEPTION_HANDLERS
 from gateway.limits.service import Grant, RateLimiter
 from gateway.metrics import Metrics, MetricsMiddleware, metrics_endpoint
 from gateway.proxy.routes import MaasController, OpenAIController

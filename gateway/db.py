@@ -1,4 +1,4 @@
-"""Database engine and sessions, the metering pool; the translation of driver errors into DatabaseUnavailable.
+"""Database engine and sessions, the metering pool; the one translation of driver errors into the gateway's.
 
 Two ways in, one database: SQLAlchemy (sessions, the ORM tables) for everything but the per-request path, and
 a small asyncpg pool for the per-request transactions (admissions, rate limits, usage rows and their charges,
@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from gateway.errors import DatabaseUnavailable
+from gateway.errors import DatabaseUnavailable, GatewayError
 from gateway.settings import DatabaseSettings
 
 
@@ -97,21 +97,54 @@ def is_unavailable(exc: BaseException) -> bool:
     return False
 
 
+_DRIVER_ERRORS = (
+    sa_exc.DBAPIError,
+    sa_exc.TimeoutError,
+    sa_exc.InterfaceError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
+_UNIQUE_VIOLATION = "23505"
+
+
+def is_duplicate(exc: BaseException) -> bool:
+    """True when the error is a unique-key violation (SQLAlchemy's wrapper or asyncpg's own)."""
+    if isinstance(exc, asyncpg.UniqueViolationError):
+        return True
+    orig = getattr(exc, "orig", None)
+    return isinstance(exc, sa_exc.IntegrityError) and (
+        getattr(orig, "sqlstate", None) == _UNIQUE_VIOLATION or isinstance(exc.__cause__, asyncpg.UniqueViolationError)
+    )
+
+
 @asynccontextmanager
-async def guarded() -> AsyncIterator[None]:
-    """Re-raise connection failures as DatabaseUnavailable (503), leave real bugs alone."""
+async def db_errors(*, duplicate: GatewayError | None = None) -> AsyncIterator[None]:
+    """Translate the driver's errors at this one boundary: an unreachable database becomes DatabaseUnavailable
+    (503), a duplicate key becomes `duplicate` (when given: its message names what was taken); real bugs pass."""
     try:
         yield
-    except (
-        sa_exc.DBAPIError,
-        sa_exc.TimeoutError,
-        sa_exc.InterfaceError,
-        asyncpg.PostgresError,
-        asyncpg.InterfaceError,
-        asyncpg.InternalClientError,
-        OSError,
-        TimeoutError,
-    ) as exc:
+    except _DRIVER_ERRORS as exc:
+        if duplicate is not None and is_duplicate(exc):
+            raise duplicate from exc
         if is_unavailable(exc):
             raise DatabaseUnavailable() from exc
+        raise
+
+
+guarded = db_errors  # the name the read paths use: no duplicate key to name
+
+
+@asynccontextmanager
+async def transaction(session: AsyncSession, *, duplicate: GatewayError | None = None) -> AsyncIterator[None]:
+    """The session's changes (those made before and inside the block) committed once at the end of the block,
+    translated as `db_errors` does; on any failure they are rolled back, so the session stays usable."""
+    try:
+        async with db_errors(duplicate=duplicate):
+            yield
+            await session.commit()
+    except BaseException:
+        await session.rollback()
         raise

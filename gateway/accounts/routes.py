@@ -9,7 +9,7 @@ from litestar import Controller, Request, get, post
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billing import invoices, ledger, prices, reports
-from gateway.accounts import reconcile
+from gateway.accounts import reconcile, service
 from gateway.accounts.schemas import (
     ClosePeriod,
     CreditCreate,
@@ -19,14 +19,9 @@ from gateway.accounts.schemas import (
     usage_json,
 )
 from gateway.admin.guard import admin_guard
-from gateway.audit import service as audit
-from gateway.audit.service import client_ip
+from gateway.audit.service import Actor
 from gateway.auth.service import Caller
 from gateway.settings import Settings
-
-
-def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
 
 
 async def _usage(db: AsyncEngine, tenant_id: str, start: datetime | None, end: datetime | None) -> dict[str, Any]:
@@ -79,19 +74,7 @@ class AdminBillingController(Controller):
         self, request: Request[Any, Any, Any], data: PriceCreate, db_engine: AsyncEngine, settings: Settings
     ) -> dict[str, Any]:
         """A new price version for a base model or a deployment; never re-rates the past."""
-        currency = settings.billing.currency
-        async with db_engine.begin() as conn:
-            price = await prices.set_price(
-                conn,
-                data.model,
-                data.prompt_per_million,
-                data.completion_per_million,
-                data.currency or currency,
-                data.effective_from,
-                billing_currency=currency,
-            )
-        await audit.record(db_engine, "admin", "price.set", data.model, _jsonable(price), client_ip(request))
-        return price
+        return await service.set_price(db_engine, Actor.of(request), data, settings.billing.currency)
 
     @get("/prices")
     async def list_prices(self, db_engine: AsyncEngine) -> dict[str, Any]:
@@ -103,20 +86,7 @@ class AdminBillingController(Controller):
         self, request: Request[Any, Any, Any], tenant_id: str, data: CreditCreate, db_engine: AsyncEngine
     ) -> dict[str, Any]:
         """Top up a tenant's prepaid credit (minor units)."""
-        async with db_engine.begin() as conn:
-            entry = await ledger.add_entry(
-                conn, tenant_id, "credit", data.amount, data.note or None, data.idempotency_key
-            )
-            balance = balance_json(await ledger.balance(conn, tenant_id))
-        detail = {"amount": data.amount, "note": data.note, "entry_id": entry["id"]}
-        await audit.record(db_engine, "admin", "credit.add", tenant_id, detail, client_ip(request))
-        return {
-            "object": "credit",
-            "id": entry["id"],
-            "tenant_id": tenant_id,
-            "amount": data.amount,
-            "balance": balance,
-        }
+        return await service.add_credit(db_engine, Actor.of(request), tenant_id, data)
 
     @get("/tenants/{tenant_id:str}/balance")
     async def tenant_balance(self, tenant_id: str, db_engine: AsyncEngine) -> dict[str, Any]:
@@ -149,7 +119,5 @@ class AdminBillingController(Controller):
         self, request: Request[Any, Any, Any], data: ClosePeriod, db_engine: AsyncEngine
     ) -> dict[str, Any]:
         """One invoice per tenant with charges in the period; closing again returns the same invoices."""
-        await audit.record(db_engine, "admin", "billing.close_period", data.period, None, client_ip(request))
-        async with db_engine.begin() as conn:
-            closed = await invoices.close_period(conn, data.period)
+        closed = await service.close_period(db_engine, Actor.of(request), data)
         return {"object": "list", "period": data.period, "data": [invoice_json(i) for i in closed]}

@@ -6,15 +6,13 @@ from typing import Any, BinaryIO
 
 from litestar import Controller, Request, delete, get, post
 from litestar.datastructures import UploadFile
-from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.adapters import service
 from gateway.adapters.schemas import DeploymentList, DeploymentPublic
 from gateway.adapters.storage import AdapterStore
 from gateway.adapters.upload import UploadLimits, deploy_upload
-from gateway.audit import service as audit
-from gateway.audit.service import client_ip as _ip
+from gateway.audit.service import Actor
 from gateway.auth.service import Caller
 from gateway.engine.pool import EnginePool
 from gateway.errors import InvalidRequest, LengthRequired, PayloadTooLarge
@@ -74,7 +72,6 @@ class AdapterController(Controller):
         db_session: AsyncSession,
         engines: EnginePool,
         adapter_store: AdapterStore,
-        db_engine: AsyncEngine,
     ) -> DeploymentPublic:
         """Upload a PEFT LoRA adapter and deploy it on the shared engines (seconds)."""
         settings: Settings = request.app.state.settings
@@ -90,9 +87,8 @@ class AdapterController(Controller):
             _check_name(fields.get("name")),
             base_model,
             files,
+            Actor.of(request, caller.key_id),
         )
-        detail = {"tenant_id": caller.tenant_id, "name": adapter.name, "status": adapter.status}
-        await audit.record(db_engine, caller.key_id, "adapter.upload", adapter.id, detail, _ip(request))
         return DeploymentPublic.of(adapter)
 
     @get("/")
@@ -114,10 +110,7 @@ class AdapterController(Controller):
         db_session: AsyncSession,
         engines: EnginePool,
         adapter_store: AdapterStore,
-        db_engine: AsyncEngine,
     ) -> dict[str, Any]:
         adapter = await service.get_owned(db_session, caller.tenant_id, deployment_id)
-        await service.delete(db_session, engines, adapter_store, adapter)
-        detail = {"tenant_id": caller.tenant_id, "name": adapter.name}
-        await audit.record(db_engine, caller.key_id, "adapter.delete", adapter.id, detail, _ip(request))
+        await service.delete(db_session, engines, adapter_store, adapter, Actor.of(request, caller.key_id))
         return {"id": adapter.id, "object": "deployment", "deleted": True}

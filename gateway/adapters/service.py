@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -17,8 +16,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from gateway import ids
 from gateway.adapters.models import Adapter, AdapterStatus
 from gateway.adapters.storage import AdapterStore
+from gateway.audit import service as audit
+from gateway.audit.service import Actor
 from gateway.cache import Invalidations, TtlCache
-from gateway.db import guarded
+from gateway.db import guarded, transaction
 from gateway.engine.client import EngineInfo
 from gateway.engine.pool import AdapterRef, EnginePool
 from gateway.errors import Conflict, EngineError, NotFound
@@ -121,11 +122,13 @@ async def register(
     path: Path,
     rank: int,
     *,
+    actor: Actor,
+    action: str,
     content_hash: str = "",
     size_bytes: int = 0,
 ) -> Adapter:
-    """Record an adapter folder already on disk (status loading), load it on the engine its traffic will go to,
-    mark it ready or failed."""
+    """Record an adapter folder already on disk (status loading) with its audit row, load it on the engine its
+    traffic will go to, mark it ready or failed."""
     refuse_base_model_name(name, await engines.bases())
     adapter = Adapter(
         id=ids.deployment_id(),
@@ -137,19 +140,23 @@ async def register(
         content_hash=content_hash,
         size_bytes=size_bytes,
     )
-    session.add(adapter)
-    try:
-        await session.commit()
-    except IntegrityError as exc:
-        await session.rollback()
-        raise Conflict(f"You already have an adapter named {name!r}.", param="name") from exc
+    # The deployment and its audit row commit together, before the engine is asked: if this commit fails, the
+    # engine was never touched (the caller removes the unshared files). The load's outcome is a later state of
+    # the same deployment (ready/failed); if that commit fails, the row stays 'loading' and is never served.
+    async with transaction(session, duplicate=Conflict(f"You already have an adapter named {name!r}.", param="name")):
+        session.add(adapter)
+        await audit.record(
+            await session.connection(), actor, action, adapter.id, {"tenant_id": tenant_id, "name": name}
+        )
+    reason: str | None = None
     try:
         await engines.load_new(info.base_model, AdapterRef(adapter.id, adapter.path))
     except EngineError as exc:
-        adapter.status, adapter.status_reason = AdapterStatus.failed, exc.message
+        status, reason = AdapterStatus.failed, exc.message
     else:
-        adapter.status = AdapterStatus.ready
-    await session.commit()
+        status = AdapterStatus.ready
+    async with transaction(session):
+        adapter.status, adapter.status_reason = status, reason
     return adapter
 
 
@@ -182,11 +189,19 @@ async def path_in_use(session: AsyncSession, path: str) -> bool:
     return (await session.exec(stmt)).first() is not None
 
 
-async def delete(session: AsyncSession, engines: EnginePool, store: AdapterStore, adapter: Adapter) -> None:
-    """Soft-delete (usage history keeps pointing at it), unload from the engines, drop unshared files."""
-    adapter.deleted_at = utcnow()
-    adapter.status = AdapterStatus.deleted
-    await session.commit()
+async def delete(
+    session: AsyncSession, engines: EnginePool, store: AdapterStore, adapter: Adapter, actor: Actor
+) -> None:
+    """Soft-delete (usage history keeps pointing at it) with its audit row, unload from the engines, drop unshared
+    files."""
+    # One commit for the deletion and its audit row, before the engine and the disk are touched: if it fails,
+    # the deployment is still live and still loaded, as the client is told. After it, calls are refused (resolve
+    # reads the row) even if an unload below fails; the engine then drops the adapter on its next restart.
+    detail = {"tenant_id": adapter.tenant_id, "name": adapter.name}
+    async with transaction(session):
+        adapter.deleted_at = utcnow()
+        adapter.status = AdapterStatus.deleted
+        await audit.record(await session.connection(), actor, "adapter.delete", adapter.id, detail)
     await engines.unload_everywhere(adapter.id)
     if adapter.content_hash and not await path_in_use(session, adapter.path):
         await asyncio.to_thread(store.remove, Path(adapter.path))

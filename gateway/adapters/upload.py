@@ -17,6 +17,7 @@ from gateway.adapters.archive import discard, stage_files
 from gateway.adapters.models import Adapter
 from gateway.adapters.storage import AdapterStore
 from gateway.adapters.validation import AdapterSpec, Architecture, check_weights, read_config
+from gateway.audit.service import Actor
 from gateway.engine.client import EngineInfo
 from gateway.engine.pool import EnginePool
 from gateway.errors import Conflict, InvalidRequest
@@ -63,6 +64,7 @@ async def deploy_upload(
     name: str,
     base_model: str | None,
     files: dict[str, BinaryIO],
+    actor: Actor,
 ) -> Adapter:
     """Validate everything before touching the engine; a rejected upload leaves no files and no rows."""
     bases = await engines.bases()
@@ -89,8 +91,9 @@ async def deploy_upload(
         raise
     try:
         return await service.register(
-            session, engines, info, tenant_id, name, path, spec.rank, content_hash=content_hash, size_bytes=size
-        )
+            session, engines, info, tenant_id, name, path, spec.rank,
+            actor=actor, action="adapter.upload", content_hash=content_hash, size_bytes=size,
+        )  # fmt: skip
     except Conflict:
         if not await service.path_in_use(session, str(path)):
             await asyncio.to_thread(store.remove, path)

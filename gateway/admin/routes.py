@@ -1,4 +1,5 @@
-"""Admin API: tenants, keys, deployments, audit. Thin: parse, call the service, record it, shape the answer."""
+"""Admin API: tenants, keys, deployments, audit. Thin: parse, call the service (which commits the change with its
+audit row), shape the answer."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from gateway.admin.schemas import (
     TenantPublic,
 )
 from gateway.audit import service as audit
-from gateway.audit.service import client_ip as _ip
+from gateway.audit.service import Actor
 from gateway.auth import service as auth
 from gateway.engine.pool import EnginePool
 from gateway.errors import InvalidRequest
@@ -63,22 +64,13 @@ class AdminController(Controller):
 
     @post("/tenants", status_code=201)
     async def create_tenant(
-        self,
-        request: Request[Any, Any, Any],
-        data: TenantCreate,
-        db_session: AsyncSession,
-        db_engine: AsyncEngine,
-        settings: Settings,
+        self, request: Request[Any, Any, Any], data: TenantCreate, db_session: AsyncSession, settings: Settings
     ) -> TenantPublic:
         """A tenant and its billing account (with its free-trial grant)."""
         mode = data.billing_mode or settings.billing.default_mode
         trial = settings.billing.trial_tokens if data.trial_tokens is None else data.trial_tokens
-        ledger.check_terms(mode, trial)  # before the tenant is created
-        tenant = await auth.create_tenant(db_session, _clean_name(data.name, "Tenant"))
-        async with db_engine.begin() as conn:
-            await ledger.open_account(conn, tenant.id, mode, trial, settings.billing.currency)
-        detail = {"name": tenant.name, "billing_mode": mode, "trial_tokens": trial}
-        await audit.record(db_engine, "admin", "tenant.create", tenant.id, detail, _ip(request))
+        terms = ledger.AccountDefaults(mode, trial, settings.billing.currency)
+        tenant = await admin.create_tenant(db_session, Actor.of(request), _clean_name(data.name, "Tenant"), terms)
         return TenantPublic(tenant.id, tenant.name, tenant.created_at, billing_mode=mode, trial_tokens=trial)
 
     @get("/tenants/{tenant_id:str}")
@@ -96,10 +88,7 @@ class AdminController(Controller):
     ) -> dict[str, Any]:
         """Rename or suspend/resume a tenant. A suspended tenant's keys get 403; nothing is deleted."""
         name = _clean_name(data.name, "Tenant") if data.name is not None else None
-        await admin.patch_tenant(db_session, tenant_id, name, data.suspended, data.limit_changes())
-        changes: dict[str, Any] = {k: v for k, v in (("name", name), ("suspended", data.suspended)) if v is not None}
-        changes.update(data.limit_changes())
-        await audit.record(db_engine, "admin", "tenant.update", tenant_id, changes, _ip(request))
+        await admin.patch_tenant(db_session, Actor.of(request), tenant_id, name, data.suspended, data.limit_changes())
         return await admin.get_tenant(db_engine, tenant_id)
 
     @get("/tenants/{tenant_id:str}/keys")
@@ -108,23 +97,10 @@ class AdminController(Controller):
 
     @post("/tenants/{tenant_id:str}/keys", status_code=201)
     async def create_key(
-        self,
-        request: Request[Any, Any, Any],
-        tenant_id: str,
-        data: KeyCreate,
-        db_session: AsyncSession,
-        db_engine: AsyncEngine,
+        self, request: Request[Any, Any, Any], tenant_id: str, data: KeyCreate, db_session: AsyncSession
     ) -> KeyCreated:
-        key, plaintext = await auth.create_key(db_session, tenant_id, data.name.strip(), data.expires_at)
-        if data.limit_changes():
-            await admin.patch_key(db_session, key.id, None, data.limit_changes())
-        await audit.record(
-            db_engine,
-            "admin",
-            "key.create",
-            key.id,
-            {"tenant_id": tenant_id, "name": key.name, "prefix": key.prefix},
-            _ip(request),
+        key, plaintext = await admin.create_key(
+            db_session, Actor.of(request), tenant_id, data.name.strip(), data.expires_at, data.limit_changes()
         )
         return KeyCreated(
             id=key.id, tenant_id=key.tenant_id, name=key.name, prefix=key.prefix, created_at=key.created_at,
@@ -133,25 +109,16 @@ class AdminController(Controller):
 
     @patch("/keys/{key_id:str}")
     async def patch_key(
-        self,
-        request: Request[Any, Any, Any],
-        key_id: str,
-        data: KeyPatch,
-        db_session: AsyncSession,
-        db_engine: AsyncEngine,
+        self, request: Request[Any, Any, Any], key_id: str, data: KeyPatch, db_session: AsyncSession
     ) -> dict[str, Any]:
         """Rename a key or set its rate limits (null = unlimited)."""
-        key = await admin.patch_key(db_session, key_id, data.name, data.limit_changes())
-        await audit.record(db_engine, "admin", "key.update", key_id, data.limit_changes(), _ip(request))
+        key = await admin.patch_key(db_session, Actor.of(request), key_id, data.name, data.limit_changes())
         return {"id": key.id, "tenant_id": key.tenant_id, "name": key.name, "rpm_limit": key.rpm_limit,
                 "tpm_limit": key.tpm_limit, "max_concurrent_requests": key.max_concurrent_requests}  # fmt: skip
 
     @delete("/keys/{key_id:str}", status_code=204)
-    async def revoke_key(
-        self, request: Request[Any, Any, Any], key_id: str, db_session: AsyncSession, db_engine: AsyncEngine
-    ) -> None:
-        await auth.revoke_key(db_session, key_id)
-        await audit.record(db_engine, "admin", "key.revoke", key_id, None, _ip(request))
+    async def revoke_key(self, request: Request[Any, Any, Any], key_id: str, db_session: AsyncSession) -> None:
+        await admin.revoke_key(db_session, Actor.of(request), key_id)
 
     @get("/deployments")
     async def list_deployments(self, db_engine: AsyncEngine, tenant_id: str | None = None) -> dict[str, Any]:
@@ -179,15 +146,15 @@ class AdminController(Controller):
         tenant_id: str,
         data: AdapterRegister,
         db_session: AsyncSession,
-        db_engine: AsyncEngine,
         engines: EnginePool,
     ) -> AdapterPublic:
         await auth.get_tenant(db_session, tenant_id)
         path, rank = await asyncio.to_thread(_adapter_folder, data.path)
         info = await engines.info()
-        a = await adapters.register(db_session, engines, info, tenant_id, _clean_name(data.name, "Adapter"), path, rank)
-        await audit.record(db_engine, "admin", "adapter.register", a.id, {"tenant_id": tenant_id, "name": a.name},
-                           _ip(request))  # fmt: skip
+        name = _clean_name(data.name, "Adapter")
+        a = await adapters.register(
+            db_session, engines, info, tenant_id, name, path, rank, actor=Actor.of(request), action="adapter.register"
+        )
         return AdapterPublic(
             id=a.id, tenant_id=a.tenant_id, name=a.name, base_model=a.base_model, status=a.status,
             status_reason=a.status_reason, rank=a.rank, created_at=a.created_at,

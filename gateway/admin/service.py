@@ -1,17 +1,22 @@
-"""Operator views and changes: tenants, keys, deployments. Knows nothing of HTTP."""
+"""Operator views and changes: tenants, keys, deployments. Each change commits with its audit row, in one
+transaction. Knows nothing of HTTP."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from billing import ledger
 from gateway.adapters.models import Adapter
+from gateway.audit import service as audit
+from gateway.audit.service import Actor
+from gateway.auth import service as auth
 from gateway.auth.models import ApiKey, Tenant
-from gateway.db import guarded
+from gateway.db import guarded, transaction
 from gateway.errors import Conflict, InvalidRequest, NotFound
 from gateway.timeutil import utcnow
 from gateway.usage.models import UsageRecord
@@ -59,23 +64,80 @@ def check_limits(limits: dict[str, int | None]) -> None:
             raise InvalidRequest(f"{name} must be a positive integer, or null for unlimited.", param=name)
 
 
+async def create_tenant(session: AsyncSession, actor: Actor, name: str, terms: ledger.AccountDefaults) -> Tenant:
+    """A tenant, its billing account (with its free-trial grant) and the audit row: all or nothing."""
+    async with transaction(session):
+        tenant = await auth.create_tenant(session, name)  # Conflict if the name is taken
+        conn = await session.connection()
+        await ledger.open_account(conn, tenant.id, terms.mode, terms.trial_tokens, terms.currency)
+        detail = {"name": tenant.name, "billing_mode": terms.mode, "trial_tokens": terms.trial_tokens}
+        await audit.record(conn, actor, "tenant.create", tenant.id, detail)
+    return tenant
+
+
 async def patch_tenant(
-    session: AsyncSession, tenant_id: str, name: str | None, suspended: bool | None, limits: dict[str, int | None]
+    session: AsyncSession,
+    actor: Actor,
+    tenant_id: str,
+    name: str | None,
+    suspended: bool | None,
+    limits: dict[str, int | None],
 ) -> None:
+    """Rename, suspend/resume, set limits. A duplicate name is a Conflict."""
     tenant = await _load_and_set(session, Tenant, tenant_id, "tenant", name, limits)
     if suspended is not None:
         tenant.suspended_at = (tenant.suspended_at or utcnow()) if suspended else None
-    try:
-        await session.commit()
-    except IntegrityError as exc:
-        await session.rollback()
-        raise Conflict(f"A tenant named {name!r} already exists.", param="name") from exc
+    changes: dict[str, Any] = {k: v for k, v in (("name", name), ("suspended", suspended)) if v is not None}
+    taken = Conflict(f"A tenant named {name!r} already exists.", param="name")
+    await _commit_audited(session, actor, "tenant.update", tenant_id, changes | limits, duplicate=taken)
 
 
-async def patch_key(session: AsyncSession, key_id: str, name: str | None, limits: dict[str, int | None]) -> ApiKey:
+async def create_key(
+    session: AsyncSession,
+    actor: Actor,
+    tenant_id: str,
+    name: str,
+    expires_at: datetime | None,
+    limits: dict[str, int | None],
+) -> tuple[ApiKey, str]:
+    """A new key with its limits; the plaintext is returned once and never stored."""
+    check_limits(limits)
+    key, plaintext = await auth.create_key(session, tenant_id, name, expires_at)
+    for field_name, value in limits.items():
+        setattr(key, field_name, value)
+    detail = {"tenant_id": tenant_id, "name": key.name, "prefix": key.prefix}
+    await _commit_audited(session, actor, "key.create", key.id, detail)
+    return key, plaintext
+
+
+async def patch_key(
+    session: AsyncSession, actor: Actor, key_id: str, name: str | None, limits: dict[str, int | None]
+) -> ApiKey:
+    """Rename a key or set its limits."""
     key = await _load_and_set(session, ApiKey, key_id, "key", name, limits)
-    await session.commit()
+    await _commit_audited(session, actor, "key.update", key_id, limits)
     return key
+
+
+async def revoke_key(session: AsyncSession, actor: Actor, key_id: str) -> ApiKey:
+    """Revoke a key (NotFound if unknown or already revoked); it stops working on its next request."""
+    key = await auth.revoke_key(session, key_id)
+    await _commit_audited(session, actor, "key.revoke", key_id, None)
+    return key
+
+
+async def _commit_audited(
+    session: AsyncSession,
+    actor: Actor,
+    action: str,
+    target: str,
+    detail: dict[str, Any] | None,
+    *,
+    duplicate: Conflict | None = None,
+) -> None:
+    """The audit row of the session's change, then one commit for both."""
+    async with transaction(session, duplicate=duplicate):
+        await audit.record(await session.connection(), actor, action, target, detail)
 
 
 _Row = TypeVar("_Row", Tenant, ApiKey)

@@ -1,17 +1,20 @@
-"""Write and read the audit log. Callers pass who, what, on what, and from where."""
+"""Write and read the audit log. An action writes its row in its own transaction, so both commit or neither."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from litestar import Request
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.audit.models import AuditEntry
 from gateway.db import guarded
 from gateway.timeutil import utcnow
+
+if TYPE_CHECKING:
+    from litestar import Request
 
 _AUDIT = AuditEntry.__table__  # type: ignore[attr-defined]
 
@@ -20,18 +23,24 @@ def client_ip(request: Request[Any, Any, Any]) -> str | None:
     return request.client.host if request.client else None
 
 
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who acts ('admin' or the tenant key's id) and from where."""
+
+    name: str
+    ip: str | None = None
+
+    @classmethod
+    def of(cls, request: Request[Any, Any, Any], name: str = "admin") -> Actor:
+        return cls(name, client_ip(request))
+
+
 async def record(
-    db: AsyncEngine,
-    actor: str,
-    action: str,
-    target: str | None,
-    detail: dict[str, Any] | None = None,
-    ip: str | None = None,
+    conn: AsyncConnection, actor: Actor, action: str, target: str | None, detail: dict[str, Any] | None = None
 ) -> None:
-    async with guarded(), db.begin() as conn:
-        await conn.execute(
-            sa.insert(_AUDIT).values(at=utcnow(), actor=actor, action=action, target=target, detail=detail, ip=ip)
-        )
+    """The audit row of an action, in the caller's transaction (the one that makes the change)."""
+    values = {"at": utcnow(), "actor": actor.name, "action": action, "target": target, "detail": detail}
+    await conn.execute(sa.insert(_AUDIT).values(**values, ip=actor.ip))
 
 
 async def query(

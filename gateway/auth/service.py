@@ -1,4 +1,5 @@
-"""Tenants and keys: create, revoke, and authenticate a bearer key. Knows nothing of HTTP."""
+"""Tenants and keys: create, revoke (in the caller's transaction: gateway/admin/service.py commits the change with
+its audit row), and authenticate a bearer key. Knows nothing of HTTP."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -15,7 +15,7 @@ from gateway import ids
 from gateway.auth.keys import KEY_PREFIX, bearer_token, display_prefix, generate_key, hash_key
 from gateway.auth.models import ApiKey, Tenant
 from gateway.cache import Invalidations, TtlCache
-from gateway.db import guarded
+from gateway.db import db_errors, guarded
 from gateway.errors import AuthenticationFailed, Conflict, InvalidRequest, NotFound, PermissionDenied
 from gateway.limits.service import Limits
 from gateway.timeutil import utcnow
@@ -105,13 +105,11 @@ async def authenticate(db: AsyncEngine, authorization: str | None, cache: KeyCac
 
 
 async def create_tenant(session: AsyncSession, name: str) -> Tenant:
+    """A new tenant, written (not committed): Conflict if the name is taken."""
     tenant = Tenant(id=ids.tenant_id(), name=name)
     session.add(tenant)
-    try:
-        await session.commit()
-    except IntegrityError as exc:
-        await session.rollback()
-        raise Conflict(f"A tenant named {name!r} already exists.", param="name") from exc
+    async with db_errors(duplicate=Conflict(f"A tenant named {name!r} already exists.", param="name")):
+        await session.flush()
     return tenant
 
 
@@ -125,7 +123,7 @@ async def get_tenant(session: AsyncSession, tenant_id: str) -> Tenant:
 async def create_key(
     session: AsyncSession, tenant_id: str, name: str, expires_at: datetime | None = None
 ) -> tuple[ApiKey, str]:
-    """A new key for the tenant; the plaintext is returned once and never stored."""
+    """A new key for the tenant (not committed); the plaintext is returned once and never stored."""
     await get_tenant(session, tenant_id)
     if expires_at is not None and (expires_at.tzinfo is None or expires_at <= utcnow()):
         raise InvalidRequest("expires_at must be a future time with a timezone.", param="expires_at")
@@ -139,13 +137,13 @@ async def create_key(
         expires_at=expires_at,
     )
     session.add(key)
-    await session.commit()
     return key, plaintext
 
 
-async def revoke_key(session: AsyncSession, key_id: str) -> None:
+async def revoke_key(session: AsyncSession, key_id: str) -> ApiKey:
+    """Mark the key revoked (not committed); NotFound if unknown or already revoked."""
     key = await session.get(ApiKey, key_id)
     if key is None or key.revoked_at is not None:
         raise NotFound(f"No active key {key_id!r}.")
     key.revoked_at = utcnow()
-    await session.commit()
+    return key

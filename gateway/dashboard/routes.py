@@ -16,10 +16,8 @@ from litestar.template.config import TemplateConfig
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from gateway.audit import service as audit
-from gateway.audit.service import client_ip
-from gateway.auth import service as auth
-from gateway.auth.models import ApiKey
+from gateway.admin import service as admin
+from gateway.audit.service import Actor
 from gateway.dashboard import charts, service, session
 from gateway.dashboard.format import FILTERS
 from gateway.errors import GatewayError
@@ -104,17 +102,12 @@ class DashboardController(Controller):
 
     @post("/dashboard/keys/{key_id:str}/revoke", include_in_schema=False, status_code=303)
     async def revoke(
-        self, request: Request[Any, Any, Any], key_id: str, data: Form, db_session: AsyncSession,
-        db_engine: AsyncEngine,
-    ) -> Redirect:  # fmt: skip
+        self, request: Request[Any, Any, Any], key_id: str, data: Form, db_session: AsyncSession
+    ) -> Redirect:
         session.check_csrf(request, data)
-        key = await db_session.get(ApiKey, key_id)
-        await auth.revoke_key(db_session, key_id)  # NotFound if unknown or already revoked
-        await audit.record(db_engine, "admin", "key.revoke", key_id, None, client_ip(request))
-        request.session["flash"] = (
-            f"Key {key.prefix if key else key_id}… revoked. It stops working on its next request."
-        )
-        return Redirect(f"/admin/dashboard/tenants/{key.tenant_id}" if key else "/admin", status_code=303)
+        key = await admin.revoke_key(db_session, Actor.of(request), key_id)  # NotFound if unknown or already revoked
+        request.session["flash"] = f"Key {key.prefix}… revoked. It stops working on its next request."
+        return Redirect(f"/admin/dashboard/tenants/{key.tenant_id}", status_code=303)
 
     @post("/logout", include_in_schema=False, status_code=303)
     async def logout(self, request: Request[Any, Any, Any], data: Form) -> Redirect:

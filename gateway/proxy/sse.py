@@ -9,6 +9,7 @@ from typing import Any
 
 from gateway.engine.client import parse_event
 from gateway.errors import GatewayError
+from gateway.http_errors import gateway_error_body
 
 DONE = b"data: [DONE]"
 _USAGE = re.compile(rb',"usage":(\{[^{}]*\})')
@@ -81,5 +82,4 @@ def renamer(engine_model: str, client_model: str) -> Any:
 
 
 def error_event(exc: GatewayError) -> bytes:
-    body = {"error": {"message": exc.message, "type": exc.type, "code": exc.code, "param": exc.param}}
-    return b"data: " + json.dumps(body).encode() + b"\n\n"
+    return b"data: " + json.dumps(gateway_error_body(exc)).encode() + b"\n\n"
