@@ -9,7 +9,7 @@ from litestar.datastructures import UploadFile
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from gateway.adapters import service
+from gateway.adapters import quotas, service
 from gateway.adapters.schemas import DeploymentList, DeploymentPublic
 from gateway.adapters.storage import AdapterStore
 from gateway.adapters.upload import UploadLimits, deploy_upload
@@ -78,6 +78,8 @@ class AdapterController(Controller):
     ) -> DeploymentPublic:
         """Upload a PEFT LoRA adapter and deploy it on the shared engines (seconds)."""
         settings: Settings = request.app.state.settings
+        bounds = await quotas.bounds(db_engine, caller.tenant_id, settings.tenants)
+        await quotas.admit_upload(db_engine, bounds)  # before the body is read
         fields, files = await _read_form(request, settings)
         limits = UploadLimits(settings.adapters.max_unpacked_bytes, settings.adapters.base_model_dir)
         base_model = fields.get("base_model") or None
@@ -90,6 +92,7 @@ class AdapterController(Controller):
             _check_name(fields.get("name")),
             base_model,
             files,
+            bounds,
         )
         detail = {"tenant_id": caller.tenant_id, "name": adapter.name, "status": adapter.status}
         await audit.record(db_engine, caller.key_id, "adapter.upload", adapter.id, detail, _ip(request))
