@@ -78,15 +78,15 @@ def test_a_new_tenant_gets_the_default_rpm(
     bounded: GatewayProcess, bounded_admin: httpx.Client, make_tenant: Any
 ) -> None:
     t = make_tenant()
-    shown = bounded_admin.get(f"/admin/tenants/{t.id}").json()
-    assert shown["rpm_limit"] is None and shown["effective_limits"]["rpm_limit"] == DEFAULT_RPM
-    assert shown["effective_limits"]["max_deployments"] == MAX_DEPLOYMENTS
     fresh_window()
     answers = [chat(bounded, t) for _ in range(DEFAULT_RPM + 2)]
     assert [a.status_code for a in answers] == [200] * DEFAULT_RPM + [429, 429]
     assert all(a.headers["x-ratelimit-limit-requests"] == str(DEFAULT_RPM) for a in answers)
     err = error_of(answers[-1], 429)
     assert err["type"] == "rate_limit_error" and f"({DEFAULT_RPM})" in err["message"]
+    shown = bounded_admin.get(f"/admin/tenants/{t.id}").json()
+    assert shown["rpm_limit"] is None and shown["effective_limits"]["rpm_limit"] == DEFAULT_RPM
+    assert shown["effective_limits"]["max_deployments"] == MAX_DEPLOYMENTS
     # the tenant's own value wins; 0 is unlimited
     assert (
         bounded_admin.patch(f"/admin/tenants/{t.id}", json={"rpm_limit": 0}).json()["effective_limits"]["rpm_limit"]
