@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -148,3 +149,18 @@ def test_uploads_per_minute_count_refused_uploads_too(
     # another tenant is not held back
     other = make_tenant()
     assert upload(bounded, other, "bad", b"not an archive").status_code != 429
+
+
+def test_concurrent_uploads_never_exceed_the_deployment_bound(
+    bounded: GatewayProcess, bounded_admin: httpx.Client, make_tenant: Any, models_dir: Path, sql: Sql
+) -> None:
+    """The count is checked again under the tenant's lock until the new row commits: no two uploads both take
+    the last place."""
+    t = make_tenant()
+    bounded_admin.patch(f"/admin/tenants/{t.id}", json={"max_adapter_bytes": 0, "uploads_per_minute": 0})
+    archives = [adapter(models_dir, i) for i in (1, 2, 3, 4, 5)]
+    with concurrent.futures.ThreadPoolExecutor(len(archives)) as pool:
+        answers = list(pool.map(lambda i: upload(bounded, t, f"c{i}", archives[i]), range(len(archives))))
+    codes = sorted(a.status_code for a in answers)
+    assert codes == [201] * MAX_DEPLOYMENTS + [403] * (len(archives) - MAX_DEPLOYMENTS), [a.text for a in answers]
+    assert sql.scalar("SELECT count(*) FROM adapters WHERE tenant_id = $1", t.id) == MAX_DEPLOYMENTS
