@@ -107,6 +107,56 @@ class AdapterSettings(_Base):
     )
 
 
+class TenantDefaults(_Base):
+    """Bounds of every tenant that has no value of its own (admin PATCH /admin/tenants/{id} sets one).
+
+    A tenant's own value wins: null follows these defaults, 0 is unlimited, n > 0 is that bound. Here too,
+    0 means unlimited."""
+
+    rpm: int = Field(
+        default=600,
+        ge=0,
+        validation_alias=AliasChoices("TENANT_DEFAULT_RPM"),
+        description="Requests per minute of a tenant (all its keys together); 0: unlimited.",
+    )
+    tpm: int = Field(
+        default=200_000,
+        ge=0,
+        validation_alias=AliasChoices("TENANT_DEFAULT_TPM"),
+        description="Tokens per minute of a tenant (prompt + max_tokens reserved, corrected to use); 0: unlimited.",
+    )
+    max_concurrent: int = Field(
+        default=32,
+        ge=0,
+        validation_alias=AliasChoices("TENANT_DEFAULT_MAX_CONCURRENT"),
+        description="Requests of a tenant in flight at once; 0: unlimited.",
+    )
+    max_deployments: int = Field(
+        default=20,
+        ge=0,
+        validation_alias=AliasChoices("TENANT_MAX_DEPLOYMENTS"),
+        description="Live deployments (adapters not deleted, failed ones included) a tenant may hold; 0: unlimited.",
+    )
+    max_adapter_bytes: int = Field(
+        default=2 * 1024**3,
+        ge=0,
+        validation_alias=AliasChoices("TENANT_MAX_ADAPTER_BYTES"),
+        description="Unpacked adapter bytes a tenant's live deployments may hold on disk; 0: unlimited.",
+    )
+    uploads_per_minute: int = Field(
+        default=10,
+        ge=0,
+        validation_alias=AliasChoices("TENANT_UPLOADS_PER_MINUTE"),
+        description="Adapter uploads a tenant may start per minute, refused ones included; 0: unlimited.",
+    )
+
+    @staticmethod
+    def effective(own: int | None, default: int) -> int | None:
+        """A tenant's bound: its own value, else the default; None when that is 0 (unlimited)."""
+        value = default if own is None else own
+        return value or None
+
+
 class ServerSettings(_Base):
     host: str = Field(default="127.0.0.1", validation_alias=AliasChoices("GATEWAY_HOST"))
     port: int = Field(default=8000, validation_alias=AliasChoices("GATEWAY_PORT"))
@@ -187,6 +237,7 @@ class Settings(_Base):
     adapters: AdapterSettings = Field(default_factory=AdapterSettings)
     billing: BillingSettings = Field(default_factory=BillingSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    tenants: TenantDefaults = Field(default_factory=TenantDefaults)
 
 
 def to_asyncpg_url(url: str) -> str:

@@ -19,6 +19,17 @@ from tests.support.processes import ROOT, GatewayProcess, free_port
 from tests.support.sql import Sql
 
 ARTIFACTS = ROOT / "test-artifacts"
+NO_TENANT_DEFAULTS = {
+    name: "0"
+    for name in (
+        "TENANT_DEFAULT_RPM",
+        "TENANT_DEFAULT_TPM",
+        "TENANT_DEFAULT_MAX_CONCURRENT",
+        "TENANT_MAX_DEPLOYMENTS",
+        "TENANT_MAX_ADAPTER_BYTES",
+        "TENANT_UPLOADS_PER_MINUTE",
+    )
+}
 
 
 @pytest.fixture(scope="session")
@@ -108,6 +119,9 @@ def gateway_env(database_url: str, engine: LocalEngine, admin_token: str, workdi
         # Likewise its /health: with the default 2 s × 3 failures, the gateway took the engine out mid-test (503
         # for most of 48 streams) while the machine held every process back for 15-20 s at a time.
         "ENGINE_HEALTH_TIMEOUT": "10",
+        # No default tenant bounds (0: unlimited): the tests of rates, faults and uploads make many calls and
+        # uploads per tenant and set the limits they test; tests/integration/test_tenant_quotas.py tests these.
+        **NO_TENANT_DEFAULTS,
     }
 
 

@@ -8,6 +8,8 @@ from litestar import Request, post
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billing import stripe_webhooks
+from gateway.audit import service as audit
+from gateway.audit.service import Actor
 from gateway.settings import Settings
 
 
@@ -16,4 +18,8 @@ async def stripe_webhook(request: Request[Any, Any, Any], db_engine: AsyncEngine
     """Stripe events, signature verified (400 otherwise); invoice.paid marks our invoice paid, top-ups credit."""
     event = stripe_webhooks.verify(await request.body(), request.headers.get("stripe-signature"), settings.billing)
     async with db_engine.begin() as conn:
-        return await stripe_webhooks.apply(conn, event)
+        answer = await stripe_webhooks.apply(conn, event)
+        if refused := answer.get("refused"):  # a payment we did not credit: an operator must act on it
+            actor = Actor.of(request, "stripe")
+            await audit.record(conn, actor, "billing.topup_refused", refused["stripe_invoice_id"], refused)
+    return answer

@@ -6,9 +6,10 @@ from typing import Any, BinaryIO
 
 from litestar import Controller, Request, delete, get, post
 from litestar.datastructures import UploadFile
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from gateway.adapters import service
+from gateway.adapters import quotas, service
 from gateway.adapters.schemas import DeploymentList, DeploymentPublic
 from gateway.adapters.storage import AdapterStore
 from gateway.adapters.upload import UploadLimits, deploy_upload
@@ -70,11 +71,14 @@ class AdapterController(Controller):
         request: Request[Any, Any, Any],
         caller: Caller,
         db_session: AsyncSession,
+        db_engine: AsyncEngine,
         engines: EnginePool,
         adapter_store: AdapterStore,
     ) -> DeploymentPublic:
         """Upload a PEFT LoRA adapter and deploy it on the shared engines (seconds)."""
         settings: Settings = request.app.state.settings
+        bounds = await quotas.bounds(db_engine, caller.tenant_id, settings.tenants)
+        await quotas.admit_upload(db_engine, bounds)  # before the body is read
         fields, files = await _read_form(request, settings)
         limits = UploadLimits(settings.adapters.max_unpacked_bytes, settings.adapters.base_model_dir)
         base_model = fields.get("base_model") or None
@@ -88,6 +92,7 @@ class AdapterController(Controller):
             base_model,
             files,
             Actor.of(request, caller.key_id),
+            bounds,
         )
         return DeploymentPublic.of(adapter)
 

@@ -12,8 +12,8 @@ from typing import BinaryIO
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from gateway.adapters import service
-from gateway.adapters.archive import discard, stage_files
+from gateway.adapters import quotas, service
+from gateway.adapters.archive import CONFIG, WEIGHTS, discard, stage_files
 from gateway.adapters.models import Adapter
 from gateway.adapters.storage import AdapterStore
 from gateway.adapters.validation import AdapterSpec, Architecture, check_weights, read_config
@@ -65,8 +65,10 @@ async def deploy_upload(
     base_model: str | None,
     files: dict[str, BinaryIO],
     actor: Actor,
+    bounds: quotas.UploadBounds | None = None,
 ) -> Adapter:
-    """Validate everything before touching the engine; a rejected upload leaves no files and no rows."""
+    """Validate everything before touching the engine; a rejected upload leaves no files and no rows. With
+    `bounds`, the tenant's deployment count and stored bytes are checked under its lock before the row is added."""
     bases = await engines.bases()
     unknown, ambiguous = bool(base_model) and base_model not in bases, not base_model and len(bases) > 1
     if unknown or ambiguous:
@@ -85,6 +87,9 @@ async def deploy_upload(
     staging = store.new_staging()
     try:
         spec = await asyncio.to_thread(_stage_and_check, files, staging, info, limits)
+        if bounds is not None:  # the lock is held until register() commits the new row
+            staged = sum((staging / name).stat().st_size for name in (CONFIG, WEIGHTS))
+            await quotas.lock_and_check(session, bounds, staged)
         path, content_hash, size = await asyncio.to_thread(store.commit, staging)
     except BaseException:
         await asyncio.to_thread(discard, staging)

@@ -58,9 +58,9 @@ class AdminController(Controller):
     tags = ["Admin"]
 
     @get("/tenants")
-    async def list_tenants(self, db_engine: AsyncEngine) -> dict[str, Any]:
-        """Every tenant with its state, key and deployment counts, balance and trial."""
-        return {"object": "list", "data": await admin.list_tenants(db_engine)}
+    async def list_tenants(self, db_engine: AsyncEngine, settings: Settings) -> dict[str, Any]:
+        """Every tenant with its state, key and deployment counts, balance and trial, limits."""
+        return {"object": "list", "data": await admin.list_tenants(db_engine, defaults=settings.tenants)}
 
     @post("/tenants", status_code=201)
     async def create_tenant(
@@ -74,8 +74,8 @@ class AdminController(Controller):
         return TenantPublic(tenant.id, tenant.name, tenant.created_at, billing_mode=mode, trial_tokens=trial)
 
     @get("/tenants/{tenant_id:str}")
-    async def get_tenant(self, tenant_id: str, db_engine: AsyncEngine) -> dict[str, Any]:
-        return await admin.get_tenant(db_engine, tenant_id)
+    async def get_tenant(self, tenant_id: str, db_engine: AsyncEngine, settings: Settings) -> dict[str, Any]:
+        return await admin.get_tenant(db_engine, tenant_id, settings.tenants)
 
     @patch("/tenants/{tenant_id:str}")
     async def patch_tenant(
@@ -85,11 +85,13 @@ class AdminController(Controller):
         data: TenantPatch,
         db_session: AsyncSession,
         db_engine: AsyncEngine,
+        settings: Settings,
     ) -> dict[str, Any]:
-        """Rename or suspend/resume a tenant. A suspended tenant's keys get 403; nothing is deleted."""
+        """Rename or suspend/resume a tenant, or set its limits (null: the TENANT_* default, 0: unlimited).
+        A suspended tenant's keys get 403; nothing is deleted."""
         name = _clean_name(data.name, "Tenant") if data.name is not None else None
         await admin.patch_tenant(db_session, Actor.of(request), tenant_id, name, data.suspended, data.limit_changes())
-        return await admin.get_tenant(db_engine, tenant_id)
+        return await admin.get_tenant(db_engine, tenant_id, settings.tenants)
 
     @get("/tenants/{tenant_id:str}/keys")
     async def list_keys(self, tenant_id: str, db_engine: AsyncEngine) -> dict[str, Any]:

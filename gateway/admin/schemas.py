@@ -22,7 +22,7 @@ class TenantPublic(msgspec.Struct):
 
 
 class LimitFields(msgspec.Struct, forbid_unknown_fields=True):
-    """Rate limits: absent = unchanged, null = unlimited."""
+    """Rate limits: absent = unchanged, null = unlimited (for a key; a tenant's null is the default)."""
 
     rpm_limit: int | msgspec.UnsetType | None = msgspec.UNSET
     tpm_limit: int | msgspec.UnsetType | None = msgspec.UNSET
@@ -46,8 +46,20 @@ class KeyPatch(LimitFields, forbid_unknown_fields=True):
 
 
 class TenantPatch(LimitFields, forbid_unknown_fields=True):
+    """A tenant's limits: absent = unchanged, null = the TENANT_* default, 0 = unlimited."""
+
     name: str | None = None
     suspended: bool | None = None
+    max_deployments: int | msgspec.UnsetType | None = msgspec.UNSET
+    max_adapter_bytes: int | msgspec.UnsetType | None = msgspec.UNSET
+    uploads_per_minute: int | msgspec.UnsetType | None = msgspec.UNSET
+
+    def limit_changes(self) -> dict[str, int | None]:
+        changes = super().limit_changes()
+        for k in ("max_deployments", "max_adapter_bytes", "uploads_per_minute"):
+            if (v := getattr(self, k)) is not msgspec.UNSET:
+                changes[k] = v
+        return changes
 
 
 class KeyCreated(msgspec.Struct):

@@ -18,6 +18,7 @@ from gateway.auth import service as auth
 from gateway.auth.models import ApiKey, Tenant
 from gateway.db import guarded, transaction
 from gateway.errors import Conflict, InvalidRequest, NotFound
+from gateway.settings import TenantDefaults
 from gateway.timeutil import utcnow
 from gateway.usage.models import UsageRecord
 
@@ -30,6 +31,9 @@ _TENANTS = sa.text(
     """
     SELECT t.id, t.name, t.created_at, t.suspended_at, a.mode AS billing_mode,
            t.rpm_limit, t.tpm_limit, t.max_concurrent_requests,
+           t.max_deployments, t.max_adapter_bytes, t.uploads_per_minute,
+           (SELECT coalesce(sum(d.size_bytes), 0) FROM adapters d
+            WHERE d.tenant_id = t.id AND d.deleted_at IS NULL) AS adapter_bytes,
            (SELECT count(*) FROM api_keys k WHERE k.tenant_id = t.id AND k.revoked_at IS NULL) AS active_keys,
            (SELECT count(*) FROM adapters d WHERE d.tenant_id = t.id AND d.deleted_at IS NULL) AS deployments,
            coalesce(l.balance_after_micros, 0) AS credit_micros, coalesce(l.trial_after, 0) AS trial_tokens_remaining
@@ -43,24 +47,50 @@ _TENANTS = sa.text(
 )
 
 
-async def list_tenants(db: AsyncEngine, tenant_id: str | None = None) -> list[dict[str, Any]]:
+# a tenant's limit column → the TenantDefaults field it falls back to
+TENANT_LIMITS = {
+    "rpm_limit": "rpm",
+    "tpm_limit": "tpm",
+    "max_concurrent_requests": "max_concurrent",
+    "max_deployments": "max_deployments",
+    "max_adapter_bytes": "max_adapter_bytes",
+    "uploads_per_minute": "uploads_per_minute",
+}
+
+
+async def list_tenants(
+    db: AsyncEngine, tenant_id: str | None = None, defaults: TenantDefaults | None = None
+) -> list[dict[str, Any]]:
+    """Tenants as stored; with `defaults`, each also has `effective_limits` (what applies, null: unlimited)."""
     async with guarded(), db.connect() as conn:
         rows = [dict(r._mapping) for r in await conn.execute(_TENANTS, {"tid": tenant_id})]
     for r in rows:
         r["suspended"] = r["suspended_at"] is not None
+        if defaults is not None:
+            r["effective_limits"] = {
+                col: TenantDefaults.effective(r[col], getattr(defaults, field)) for col, field in TENANT_LIMITS.items()
+            }
     return rows
 
 
-async def get_tenant(db: AsyncEngine, tenant_id: str) -> dict[str, Any]:
-    rows = await list_tenants(db, tenant_id)
+async def get_tenant(db: AsyncEngine, tenant_id: str, defaults: TenantDefaults | None = None) -> dict[str, Any]:
+    rows = await list_tenants(db, tenant_id, defaults)
     if not rows:
         raise NotFound(f"No tenant {tenant_id!r}.", param="tenant_id")
     return rows[0]
 
 
-def check_limits(limits: dict[str, int | None]) -> None:
+def check_limits(limits: dict[str, int | None], *, tenant: bool = False) -> None:
+    """A key's limit is n > 0 or null (no limit of the key's); a tenant's may also be 0 (unlimited), and null
+    follows the TENANT_* default."""
     for name, value in limits.items():
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or value < (0 if tenant else 1)
+        ):
+            if tenant:
+                raise InvalidRequest(
+                    f"{name} must be a positive integer, 0 for unlimited, or null for the default.", param=name
+                )
             raise InvalidRequest(f"{name} must be a positive integer, or null for unlimited.", param=name)
 
 
@@ -83,8 +113,10 @@ async def patch_tenant(
     suspended: bool | None,
     limits: dict[str, int | None],
 ) -> None:
-    """Rename, suspend/resume, set limits. A duplicate name is a Conflict."""
-    tenant = await _load_and_set(session, Tenant, tenant_id, "tenant", name, limits)
+    """Rename, suspend/resume, set limits (null: the TENANT_* default, 0: unlimited). A duplicate name is a
+    Conflict."""
+    check_limits(limits, tenant=True)
+    tenant = await _load_and_set(session, Tenant, tenant_id, "tenant", name, limits, checked=True)
     if suspended is not None:
         tenant.suspended_at = (tenant.suspended_at or utcnow()) if suspended else None
     changes: dict[str, Any] = {k: v for k, v in (("name", name), ("suspended", suspended)) if v is not None}
@@ -144,10 +176,17 @@ _Row = TypeVar("_Row", Tenant, ApiKey)
 
 
 async def _load_and_set(
-    session: AsyncSession, model: type[_Row], row_id: str, what: str, name: str | None, limits: dict[str, int | None]
+    session: AsyncSession,
+    model: type[_Row],
+    row_id: str,
+    what: str,
+    name: str | None,
+    limits: dict[str, int | None],
+    checked: bool = False,
 ) -> _Row:
     """The tenant or key with its new name and limits set (not committed); NotFound if there is none."""
-    check_limits(limits)
+    if not checked:
+        check_limits(limits)
     row = await session.get(model, row_id)
     if row is None:
         raise NotFound(f"No {what} {row_id!r}.", param=f"{what}_id")

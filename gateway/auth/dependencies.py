@@ -12,12 +12,14 @@ from gateway.auth.service import Caller, authenticate
 
 
 async def _caller(request: Request[Any, Any, Any], state: State) -> Caller:
-    return await authenticate(state.db_engine, request.headers.get("authorization"))
+    return await authenticate(state.db_engine, request.headers.get("authorization"), defaults=state.settings.tenants)
 
 
 async def _cached_caller(request: Request[Any, Any, Any], state: State) -> Caller:
     # Only for the metered calls: their open-row insert checks the key again in the admission transaction.
-    return await authenticate(state.db_engine, request.headers.get("authorization"), state.key_cache)
+    return await authenticate(
+        state.db_engine, request.headers.get("authorization"), state.key_cache, defaults=state.settings.tenants
+    )
 
 
 provide_caller = Provide(_caller)

@@ -20,6 +20,10 @@ class Tenant(SQLModel, table=True):
     rpm_limit: int | None = None
     tpm_limit: int | None = Field(default=None, sa_type=sa.BigInteger)
     max_concurrent_requests: int | None = None
+    # Upload bounds: null follows the TENANT_* default, 0 is unlimited (the three above too, see settings.py).
+    max_deployments: int | None = None
+    max_adapter_bytes: int | None = Field(default=None, sa_type=sa.BigInteger)
+    uploads_per_minute: int | None = None
 
 
 class ApiKey(SQLModel, table=True):

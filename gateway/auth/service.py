@@ -18,6 +18,7 @@ from gateway.cache import Invalidations, TtlCache
 from gateway.db import db_errors, guarded
 from gateway.errors import AuthenticationFailed, Conflict, InvalidRequest, NotFound, PermissionDenied
 from gateway.limits.service import Limits
+from gateway.settings import TenantDefaults
 from gateway.timeutil import utcnow
 
 _KEYS = ApiKey.__table__  # type: ignore[attr-defined]
@@ -70,8 +71,11 @@ class KeyCache:
             self.entries.drop()
 
 
-async def authenticate(db: AsyncEngine, authorization: str | None, cache: KeyCache | None = None) -> Caller:
-    """Resolve an `Authorization: Bearer sk-…` header to its live key, or raise AuthenticationFailed."""
+async def authenticate(
+    db: AsyncEngine, authorization: str | None, cache: KeyCache | None = None, *, defaults: TenantDefaults
+) -> Caller:
+    """Resolve an `Authorization: Bearer sk-…` header to its live key, or raise AuthenticationFailed. The
+    tenant's limits are its own where set, else `defaults` (a key's unset limit is no limit of the key's)."""
     token = bearer_token(authorization)
     if not token:
         raise AuthenticationFailed(
@@ -93,8 +97,14 @@ async def authenticate(db: AsyncEngine, authorization: str | None, cache: KeyCac
         raise PermissionDenied(
             "This account is suspended: its API keys cannot be used. Contact the operator.", code="account_suspended"
         )
+    own = TenantDefaults.effective
     limits = (
-        Limits(f"t:{row.tenant_id}", row.t_rpm, row.t_tpm, row.t_conc),
+        Limits(
+            f"t:{row.tenant_id}",
+            own(row.t_rpm, defaults.rpm),
+            own(row.t_tpm, defaults.tpm),
+            own(row.t_conc, defaults.max_concurrent),
+        ),
         Limits(f"k:{row.id}", row.k_rpm, row.k_tpm, row.k_conc),
     )
     caller = Caller(key_id=row.id, tenant_id=row.tenant_id, limits=tuple(lim for lim in limits if lim.any))

@@ -44,8 +44,8 @@ def test_requests_per_minute_burst(gateway: Any, admin: httpx.Client, make_tenan
             assert int(a.headers["retry-after"]) >= 1 and a.headers["x-ratelimit-remaining-requests"] == "0"
     remaining = sorted(int(a.headers["x-ratelimit-remaining-requests"]) for a in answers if a.status_code == 200)
     assert remaining == [0, 1, 2]
-    # back to unlimited: no limit, no headers
-    admin.patch(f"/admin/tenants/{t.id}", json={"rpm_limit": None})
+    # back to unlimited (0): no limit, no headers
+    admin.patch(f"/admin/tenants/{t.id}", json={"rpm_limit": 0})
     ok = call(gateway.url, t.headers)
     assert ok.status_code == 200 and "x-ratelimit-limit-requests" not in ok.headers
 
@@ -108,8 +108,11 @@ def test_concurrent_requests_limit(gateway: Any, admin: httpx.Client, make_tenan
 
 def test_bad_limit_values(admin: httpx.Client, make_tenant: Any) -> None:
     t = make_tenant()
-    for bad in (0, -5, "ten", True):
+    for bad in (-5, "ten", True):
         assert admin.patch(f"/admin/tenants/{t.id}", json={"rpm_limit": bad}).status_code == 400, bad
+    # a tenant's 0 is unlimited (its null is the TENANT_* default); a key has no default: 0 means nothing there
+    assert admin.patch(f"/admin/tenants/{t.id}", json={"rpm_limit": 0}).json()["rpm_limit"] == 0
+    assert admin.patch(f"/admin/keys/{t.key_id}", json={"rpm_limit": 0}).status_code == 400
 
 
 def test_limit_is_exact_across_two_gateway_processes(

@@ -301,7 +301,7 @@ def test_top_up_paid_twice_credits_once_and_other_events_are_ignored(
     before = sql.scalar("SELECT balance_after_micros FROM ledger_entries WHERE tenant_id = $1 ORDER BY id DESC "
                         "LIMIT 1", tenant)  # fmt: skip
     stripe_id = "in_" + secrets.token_hex(8)
-    obj = {"id": stripe_id, "object": "invoice", "amount_paid": 500,
+    obj = {"id": stripe_id, "object": "invoice", "amount_paid": 500, "currency": "usd",
            "metadata": {"kind": "topup", "tenant_id": tenant, "amount": "500"}}  # fmt: skip
     paid = event("invoice.paid", obj)
     responses = [deliver(stripe_gateway, paid), deliver(stripe_gateway, paid),
@@ -316,6 +316,62 @@ def test_top_up_paid_twice_credits_once_and_other_events_are_ignored(
                     event("invoice.paid", {"id": "in_not_ours", "object": "invoice", "metadata": {}})):  # fmt: skip
         r = deliver(stripe_gateway, ignored)
         assert r.status_code == 200 and r.json()["handled"] is None, r.text
+
+
+def stripe_post(proc: Any, path: str, **form: Any) -> dict[str, Any]:
+    r = httpx.post(proc.url + path, data=form, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=5)
+    r.raise_for_status()
+    return dict(r.json())
+
+
+def paid_top_up(localstripe: Any, tenant: str, currency: str, paid: int, asked: int) -> dict[str, Any]:
+    """A top-up invoice paid by card in localstripe: `paid` in `currency`, its metadata asking `asked`."""
+    customer = stripe_post(localstripe, "/v1/customers", email=f"{tenant}@example.com")["id"]
+    plan = stripe_post(localstripe, "/v1/plans", id="p-" + secrets.token_hex(6), amount=0, currency=currency,
+                       interval="month", **{"product[name]": "top-ups"})["id"]  # fmt: skip
+    sub = stripe_post(localstripe, "/v1/subscriptions", customer=customer, **{"items[0][plan]": plan})["id"]
+    stripe_post(localstripe, "/v1/invoiceitems", customer=customer, subscription=sub, amount=paid, currency=currency)
+    inv = stripe_post(localstripe, "/v1/invoices", customer=customer, subscription=sub,
+                      pending_invoice_items_behavior="include")  # fmt: skip
+    meta = {"metadata[kind]": "topup", "metadata[tenant_id]": tenant, "metadata[amount]": str(asked)}
+    stripe_post(localstripe, f"/v1/invoices/{inv['id']}", **meta)
+    card = {"card[number]": "4242424242424242", "card[exp_month]": 12, "card[exp_year]": 2030, "card[cvc]": 123}
+    token = stripe_post(localstripe, "/v1/tokens", **card)["id"]
+    stripe_post(localstripe, f"/v1/customers/{customer}/sources", source=token)
+    stripe_post(localstripe, f"/v1/invoices/{inv['id']}/pay")  # charges the card
+    obj = stripe_get(localstripe, f"/v1/invoices/{inv['id']}")
+    assert (obj["status"], obj["amount_paid"], obj["currency"]) == ("paid", paid, currency), obj
+    return obj
+
+
+def test_top_up_credits_what_was_paid_not_what_its_metadata_asked(
+    database_url: str, sql: Sql, localstripe: Any, stripe_gateway: GatewayProcess
+) -> None:
+    tenant = make_invoice(database_url, "2024-06", USAGE[1:2])["tenant_id"]  # a usd account
+    before = sql.scalar("SELECT balance_after_micros FROM ledger_entries WHERE tenant_id = $1 ORDER BY id DESC "
+                        "LIMIT 1", tenant)  # fmt: skip
+    obj = paid_top_up(localstripe, tenant, "usd", paid=700, asked=5000)
+    r = deliver(stripe_gateway, event("invoice.paid", obj))
+    assert r.status_code == 200 and r.json()["handled"] == "topup_credited", r.text
+    [credit] = sql.fetch("SELECT * FROM ledger_entries WHERE tenant_id = $1 AND kind = 'credit'", tenant)
+    assert credit["amount_micros"] == 700 * 1_000_000 and credit["balance_after_micros"] == before + 700 * 1_000_000
+
+
+def test_top_up_paid_in_another_currency_is_refused_and_recorded(
+    database_url: str, sql: Sql, localstripe: Any, stripe_gateway: GatewayProcess
+) -> None:
+    tenant = make_invoice(database_url, "2024-07", USAGE[1:2])["tenant_id"]  # a usd account
+    obj = paid_top_up(localstripe, tenant, "eur", paid=700, asked=700)
+    answers = [deliver(stripe_gateway, event(kind, obj)) for kind in ("invoice.paid", "invoice.payment_succeeded")]
+    for r in answers:  # 200: Stripe must not retry for days what no retry can fix
+        assert r.status_code == 200, r.text
+        assert r.json()["handled"] == "topup_refused" and r.json()["refused"]["reason"] == "currency"
+    assert sql.scalar("SELECT count(*) FROM ledger_entries WHERE tenant_id = $1 AND kind = 'credit'", tenant) == 0
+    audited = sql.fetch("SELECT * FROM audit_log WHERE action = 'billing.topup_refused' AND target = $1", obj["id"])
+    assert audited and audited[0]["actor"] == "stripe"
+    detail = audited[0]["detail"]
+    detail = json.loads(detail) if isinstance(detail, str) else detail
+    assert (detail["currency"], detail["billing_currency"], detail["amount_paid"]) == ("eur", "usd", 700)
 
 
 def test_reconciliation_compares_our_invoices_with_stripe(
