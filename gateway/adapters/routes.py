@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, BinaryIO
+from typing import Any
 
 from litestar import Controller, Request, delete, get, post
-from litestar.datastructures import UploadFile
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.adapters import service
+from gateway.adapters.form import UploadForm, read_upload_form
 from gateway.adapters.schemas import DeploymentList, DeploymentPublic
+from gateway.adapters.slots import UploadSlots
 from gateway.adapters.storage import AdapterStore
 from gateway.adapters.upload import UploadLimits, deploy_upload
 from gateway.audit import service as audit
@@ -35,31 +36,32 @@ def _check_name(name: Any) -> str:
     return name
 
 
-async def _read_form(request: Request[Any, Any, Any], settings: Settings) -> tuple[dict[str, Any], dict[str, BinaryIO]]:
+def _boundary(request: Request[Any, Any, Any], settings: Settings) -> bytes:
+    """The multipart boundary, once the headers promise a body the gateway accepts."""
     limit = settings.adapters.max_upload_bytes
     length = request.headers.get("content-length")
     if length is None:
         raise LengthRequired("Send the upload with a Content-Length header.")
     if not length.isdigit() or int(length) > limit:
         raise PayloadTooLarge(f"Uploads are limited to {limit} bytes.", param="file")
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+    kind, options = request.content_type
+    if kind != "multipart/form-data" or not options.get("boundary"):
         raise InvalidRequest("Upload the adapter as multipart/form-data.", code="invalid_content_type")
-    form = await request.form()
-    fields: dict[str, Any] = {}
-    files: dict[str, BinaryIO] = {}
-    for key, value in form.multi_items():
-        if isinstance(value, UploadFile):
-            files[value.filename or key] = value.file  # type: ignore[assignment]
-        else:
-            fields[key] = value
-    if not files:
+    return options["boundary"].encode()
+
+
+async def _read_form(request: Request[Any, Any, Any], boundary: bytes) -> UploadForm:
+    """Text fields capped, files streamed to temporary files (the caller closes them)."""
+    form = await read_upload_form(request.stream(), boundary)
+    if not form.files:
+        form.close()
         raise InvalidRequest(
             "No adapter file: send an archive (.tar.gz/.tgz/.zip) or adapter_config.json and "
             "adapter_model.safetensors as file fields.",
             code="missing_required_parameter",
             param="file",
         )
-    return fields, files
+    return form
 
 
 class AdapterController(Controller):
@@ -78,19 +80,24 @@ class AdapterController(Controller):
     ) -> DeploymentPublic:
         """Upload a PEFT LoRA adapter and deploy it on the shared engines (seconds)."""
         settings: Settings = request.app.state.settings
-        fields, files = await _read_form(request, settings)
-        limits = UploadLimits(settings.adapters.max_unpacked_bytes, settings.adapters.base_model_dir)
-        base_model = fields.get("base_model") or None
-        adapter = await deploy_upload(
-            db_session,
-            engines,
-            adapter_store,
-            limits,
-            caller.tenant_id,
-            _check_name(fields.get("name")),
-            base_model,
-            files,
-        )
+        boundary = _boundary(request, settings)
+        slots: UploadSlots = request.app.state.upload_slots
+        with slots.hold(caller.tenant_id):
+            form = await _read_form(request, boundary)
+            try:
+                limits = UploadLimits(settings.adapters.max_unpacked_bytes, settings.adapters.base_model_dir)
+                adapter = await deploy_upload(
+                    db_session,
+                    engines,
+                    adapter_store,
+                    limits,
+                    caller.tenant_id,
+                    _check_name(form.fields.get("name")),
+                    form.fields.get("base_model") or None,
+                    form.files,
+                )
+            finally:
+                form.close()
         detail = {"tenant_id": caller.tenant_id, "name": adapter.name, "status": adapter.status}
         await audit.record(db_engine, caller.key_id, "adapter.upload", adapter.id, detail, _ip(request))
         return DeploymentPublic.of(adapter)

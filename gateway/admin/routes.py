@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from datetime import datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 from litestar import Controller, Request, delete, get, patch, post
@@ -15,6 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing import ledger
 from gateway.adapters import service as adapters
+from gateway.adapters.upload import UploadLimits, registered_folder
 from gateway.admin import service as admin
 from gateway.admin.guard import admin_guard
 from gateway.admin.schemas import (
@@ -33,15 +32,6 @@ from gateway.auth import service as auth
 from gateway.engine.pool import EnginePool
 from gateway.errors import InvalidRequest
 from gateway.settings import Settings
-
-
-def _adapter_folder(raw: str) -> tuple[Path, int]:
-    """The resolved folder and its LoRA rank."""
-    path = Path(raw).resolve()
-    config = path / "adapter_config.json"
-    if not config.is_file():
-        raise InvalidRequest(f"No adapter_config.json in {str(path)!r} on the gateway host.", param="path")
-    return path, int(json.loads(config.read_text()).get("r", 0))
 
 
 def _clean_name(name: str, what: str) -> str:
@@ -181,11 +171,16 @@ class AdminController(Controller):
         db_session: AsyncSession,
         db_engine: AsyncEngine,
         engines: EnginePool,
+        settings: Settings,
     ) -> AdapterPublic:
+        """Register an adapter folder under ADAPTER_REGISTER_ROOT, checked like an upload (off when unset)."""
         await auth.get_tenant(db_session, tenant_id)
-        path, rank = await asyncio.to_thread(_adapter_folder, data.path)
         info = await engines.info()
-        a = await adapters.register(db_session, engines, info, tenant_id, _clean_name(data.name, "Adapter"), path, rank)
+        limits = UploadLimits(settings.adapters.max_unpacked_bytes, settings.adapters.base_model_dir)
+        root = settings.adapters.register_root
+        path, spec = await asyncio.to_thread(registered_folder, data.path, root, info, limits)
+        name = _clean_name(data.name, "Adapter")
+        a = await adapters.register(db_session, engines, info, tenant_id, name, path, spec.rank)
         await audit.record(db_engine, "admin", "adapter.register", a.id, {"tenant_id": tenant_id, "name": a.name},
                            _ip(request))  # fmt: skip
         return AdapterPublic(
