@@ -10,6 +10,7 @@ import asyncio
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import BinaryIO
 
 from multipart import MultipartSegment, ParserError, ParserLimitReached, PushMultipartParser  # type: ignore[import-untyped]
@@ -32,11 +33,11 @@ class UploadForm:
 
 
 class _Part:
-    def __init__(self, segment: MultipartSegment) -> None:
+    def __init__(self, segment: MultipartSegment, spool_dir: Path | None) -> None:
         self.segment = segment
         self.text = bytearray()
-        # closed by UploadForm.close, or by read_upload_form on an error
-        self.file: BinaryIO | None = tempfile.TemporaryFile() if segment.filename else None  # noqa: SIM115
+        # unnamed, gone when closed: by UploadForm.close, or by read_upload_form on an error
+        self.file: BinaryIO | None = tempfile.TemporaryFile(dir=spool_dir) if segment.filename else None  # noqa: SIM115
         self.pending = bytearray()
 
     async def add(self, data: bytes) -> None:
@@ -56,8 +57,8 @@ class _Part:
             await asyncio.to_thread(self.file.write, chunk)
 
 
-async def read_upload_form(chunks: AsyncIterator[bytes], boundary: bytes) -> UploadForm:
-    """The form's text fields and files; the caller closes the files (UploadForm.close)."""
+async def read_upload_form(chunks: AsyncIterator[bytes], boundary: bytes, spool_dir: Path | None = None) -> UploadForm:
+    """The form's text fields and files (temporary files in `spool_dir`); the caller closes them (UploadForm.close)."""
     form = UploadForm()
     opened: list[BinaryIO] = []
     part: _Part | None = None
@@ -67,7 +68,7 @@ async def read_upload_form(chunks: AsyncIterator[bytes], boundary: bytes) -> Upl
                 chunk = await anext(chunks, b"")
                 for event in parser.parse(chunk):
                     if isinstance(event, MultipartSegment):
-                        part = _Part(event)
+                        part = _Part(event, spool_dir)
                         if part.file is not None:
                             opened.append(part.file)
                     elif event:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from litestar import Controller, Request, delete, get, post
@@ -50,9 +51,10 @@ def _boundary(request: Request[Any, Any, Any], settings: Settings) -> bytes:
     return options["boundary"].encode()
 
 
-async def _read_form(request: Request[Any, Any, Any], boundary: bytes) -> UploadForm:
+async def _read_form(request: Request[Any, Any, Any], boundary: bytes, store: AdapterStore) -> UploadForm:
     """Text fields capped, files streamed to temporary files (the caller closes them)."""
-    form = await read_upload_form(request.stream(), boundary)
+    spool = await asyncio.to_thread(store.spool_dir)
+    form = await read_upload_form(request.stream(), boundary, spool)
     if not form.files:
         form.close()
         raise InvalidRequest(
@@ -83,7 +85,7 @@ class AdapterController(Controller):
         boundary = _boundary(request, settings)
         slots: UploadSlots = request.app.state.upload_slots
         with slots.hold(caller.tenant_id):
-            form = await _read_form(request, boundary)
+            form = await _read_form(request, boundary, adapter_store)
             try:
                 limits = UploadLimits(settings.adapters.max_unpacked_bytes, settings.adapters.base_model_dir)
                 adapter = await deploy_upload(
