@@ -25,6 +25,7 @@ from gateway.adapters import service as adapters
 from gateway.adapters.load_lock import load_lock
 from gateway.adapters.routes import AdapterController
 from gateway.adapters.service import TargetCache
+from gateway.adapters.slots import UploadSlots
 from gateway.adapters.storage import AdapterStore
 from gateway.admin.engine_routes import AdminEngineController
 from gateway.admin.routes import AdminController
@@ -129,6 +130,9 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Any:
                 TargetCache(channel, ttl),
             ),
             adapter_store=AdapterStore(settings.storage.data_dir / "adapters"),
+            upload_slots=UploadSlots(
+                settings.adapters.max_concurrent_uploads_per_tenant, settings.adapters.max_concurrent_uploads
+            ),
         )
         try:
             yield

@@ -105,6 +105,26 @@ class AdapterSettings(_Base):
         validation_alias=AliasChoices("ENGINE_BASE_MODEL_DIR"),
         description="The base model's folder (for its config.json); default: the folder the engine reports.",
     )
+    max_concurrent_uploads_per_tenant: int = Field(
+        default=2,
+        ge=1,
+        validation_alias=AliasChoices("ADAPTER_MAX_CONCURRENT_UPLOADS_PER_TENANT"),
+        description="Uploads one tenant may have in progress at once, per gateway process (more: 429).",
+    )
+    max_concurrent_uploads: int = Field(
+        default=8,
+        ge=1,
+        validation_alias=AliasChoices("ADAPTER_MAX_CONCURRENT_UPLOADS"),
+        description="Uploads in progress at once over all tenants, per gateway process (more: 429).",
+    )
+    register_root: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("ADAPTER_REGISTER_ROOT"),
+        description=(
+            "The folder under which the admin API may register adapters by path (POST /admin/tenants/{id}/adapters);"
+            " unset: registration by path is off (tenants upload)."
+        ),
+    )
 
 
 class TenantDefaults(_Base):

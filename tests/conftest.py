@@ -106,13 +106,16 @@ def admin_token() -> str:
 
 
 @pytest.fixture(scope="session")
-def gateway_env(database_url: str, engine: LocalEngine, admin_token: str, workdir: Path) -> dict[str, str]:
+def gateway_env(
+    database_url: str, engine: LocalEngine, admin_token: str, workdir: Path, models_dir: Path
+) -> dict[str, str]:
     """The environment of the session's gateway; tests may start more gateways with variations of it."""
     return {
         "DATABASE_URL": database_url,
         "ENGINE_URL": engine.url,
         "GATEWAY_ADMIN_TOKEN": admin_token,
         "GATEWAY_DATA_DIR": str(workdir / "data"),
+        "ADAPTER_REGISTER_ROOT": str(models_dir / "adapters"),  # what register_adapter seeds from
         # A 2-core box whose vLLM CPU engine runs 50 streams at full tilt can take seconds to accept a connection
         # (the default 5 s is meant for an engine with cores to spare); the fault tests are not about that.
         "ENGINE_CONNECT_TIMEOUT": "30",

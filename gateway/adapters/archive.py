@@ -1,22 +1,23 @@
 """Unpack an uploaded adapter into a staging folder, refusing anything unsafe. Pure file handling, no HTTP.
 
 Archives (.tar.gz/.tgz/.zip) may hold the files at the top or inside one folder. Rejected: absolute paths,
-`..`, links, devices, FIFOs, more than a few members, and anything that unpacks beyond the size limit.
+`..`, links, devices, FIFOs, encrypted members, more than a few members, and anything that unpacks beyond the
+size limit. Tar headers are read one at a time and a zip's size is read from its end record, so an archive
+bomb is refused after a few headers, not after listing or decompressing all of it.
 """
 
 from __future__ import annotations
 
+import gzip
 import shutil
 import stat
 import tarfile
 import zipfile
-from collections.abc import Callable
-from dataclasses import dataclass
-from functools import partial
+import zlib
 from pathlib import Path, PurePosixPath
 from typing import IO, BinaryIO
 
-from gateway.errors import InvalidRequest, PayloadTooLarge
+from gateway.errors import InvalidRequest, PayloadTooLarge, Unprocessable
 
 CONFIG = "adapter_config.json"
 WEIGHTS = "adapter_model.safetensors"
@@ -79,58 +80,122 @@ def _copy_limited(src: IO[bytes], dst: Path, budget: list[int]) -> None:
             out.write(chunk)
 
 
-@dataclass(frozen=True)
-class _Member:
-    """One archive entry, whatever the archive format."""
+class _Entries:
+    """Checks archive entries one at a time, as they are read, and copies the adapter's files into staging.
 
-    raw_name: str
-    size: int  # as declared; the copy counts real bytes anyway
-    special: bool  # a link, device, FIFO…
-    open: Callable[[], IO[bytes]]
+    Refuses at the first entry past the count or the declared-size budget, so a bomb costs a few headers."""
 
+    def __init__(self, staging: Path, max_unpacked: int) -> None:
+        self.staging = staging
+        self.max_unpacked = max_unpacked
+        self.count = 0
+        self.declared = 0
+        self.budget = [max_unpacked]  # real bytes written, whatever the headers say
+        self.names: list[str] = []
 
-def _unpack(members: list[_Member], entries: int, staging: Path, max_unpacked: int) -> None:
-    if entries > MAX_MEMBERS:
-        raise Unsafe(f"The archive has {entries} entries; an adapter needs two files.")
-    special = [m.raw_name for m in members if m.special]
-    if special:
-        raise InvalidRequest(
-            f"Links, devices and other special files are not allowed in archives: {special}.",
-            code="unsafe_archive",
-            param="file",
-        )
-    names = [_member_name(m.raw_name) for m in members]
-    check_names(names)
-    if sum(m.size for m in members) > max_unpacked:
-        raise PayloadTooLarge("The adapter unpacks to more than the allowed size.", param="file")
-    budget = [max_unpacked]
-    for member, name in zip(members, names, strict=True):
-        if name not in IGNORED:
-            with member.open() as handle:
-                _copy_limited(handle, staging / name, budget)
+    def admit(self, raw_name: str, size: int, *, is_dir: bool, special: bool) -> str | None:
+        """The name to extract this entry under, or None to skip it."""
+        self.count += 1
+        if self.count > MAX_MEMBERS:
+            raise Unsafe(f"The archive has more than {MAX_MEMBERS} entries; an adapter needs two files.")
+        if is_dir:
+            return None
+        if special:
+            raise InvalidRequest(
+                f"Links, devices and other special files are not allowed in archives: {[raw_name]}.",
+                code="unsafe_archive",
+                param="file",
+            )
+        name = _member_name(raw_name)
+        self.declared += max(size, 0)
+        if self.declared > self.max_unpacked:
+            raise PayloadTooLarge("The adapter unpacks to more than the allowed size.", param="file")
+        first = name not in self.names
+        self.names.append(name)
+        return name if first and name in ALLOWED else None  # strays and doubles are named by finish()
+
+    def extract(self, src: IO[bytes], name: str) -> None:
+        _copy_limited(src, self.staging / name, self.budget)
+
+    def finish(self) -> None:
+        check_names(self.names)
 
 
 def _unreadable(exc: BaseException) -> InvalidRequest:
     return InvalidRequest(f"The archive could not be read: {exc}", code="invalid_archive", param="file")
 
 
+class _Bounded:
+    """A forward-only view of a decompressed tar stream that refuses to decompress past `budget` bytes, and
+    any single read bigger than `max_read` (tarfile reads a pax or GNU long-name header whole, at any size)."""
+
+    def __init__(self, inner: BinaryIO | gzip.GzipFile, budget: int, max_read: int) -> None:
+        self.inner, self.budget, self.max_read = inner, budget, max_read
+        self.pos = 0
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0 or size > self.max_read:
+            raise Unsafe("The archive holds an oversized header entry.")
+        data = self.inner.read(size)
+        self.pos += len(data)
+        if self.pos > self.budget:
+            raise PayloadTooLarge("The adapter unpacks to more than the allowed size.", param="file")
+        return data
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        target = offset if whence == 0 else self.pos + offset if whence == 1 else -1
+        if target < self.pos:
+            raise OSError("the archive stream cannot go backwards")
+        while self.pos < target:  # skipping still decompresses: counted like any read
+            if not self.read(min(_CHUNK, target - self.pos)):
+                break
+        return self.pos
+
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_HEADER_SLACK = (MAX_MEMBERS + 1) * (_CHUNK + 4 * tarfile.BLOCKSIZE)  # headers and padding around the data
+
+
 def unpack_tar(src: BinaryIO, staging: Path, max_unpacked: int) -> None:
-    def opener(tar: tarfile.TarFile, info: tarfile.TarInfo) -> Callable[[], IO[bytes]]:
-        def open_member() -> IO[bytes]:
-            handle = tar.extractfile(info)
-            if handle is None:  # not a regular file: refused above, never reached
-                raise _unreadable(ValueError(info.name))
-            return handle
-
-        return open_member
-
+    """A .tar.gz (or plain tar) read header by header: nothing is listed up front, nothing decompressed past
+    the size budget."""
+    entries = _Entries(staging, max_unpacked)
     try:
-        with tarfile.open(fileobj=src, mode="r:*") as tar:
-            entries = tar.getmembers()
-            members = [_Member(m.name, m.size, not m.isreg(), opener(tar, m)) for m in entries if not m.isdir()]
-            _unpack(members, len(entries), staging, max_unpacked)
-    except (tarfile.TarError, EOFError, OSError) as exc:
+        gzipped = src.read(2) == _GZIP_MAGIC
+        src.seek(0)
+        raw: BinaryIO | gzip.GzipFile = gzip.GzipFile(fileobj=src, mode="rb") if gzipped else src
+        stream = _Bounded(raw, max_unpacked + _HEADER_SLACK, _CHUNK)
+        with tarfile.open(fileobj=stream, mode="r:") as tar:  # type: ignore[call-overload]
+            while (info := tar.next()) is not None:
+                special = not (info.isreg() or info.isdir())
+                name = entries.admit(info.name, info.size, is_dir=info.isdir(), special=special)
+                if name is not None:
+                    handle = tar.extractfile(info)
+                    if handle is None:  # not a regular file: refused above, never reached
+                        raise _unreadable(ValueError(info.name))
+                    with handle:
+                        entries.extract(handle, name)
+        entries.finish()
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         raise _unreadable(exc) from exc
+
+
+_MAX_CENTRAL_DIRECTORY = 64 * 1024  # 16 entries with long names fit many times over
+
+
+def _check_zip_directory(src: BinaryIO) -> None:
+    """Read the zip's end record (only the file's tail) and refuse a central directory too big for an adapter,
+    before ZipFile parses all of it."""
+    end = zipfile._EndRecData(src)  # type: ignore[attr-defined]  # the very record ZipFile trusts next
+    if end is None:
+        raise zipfile.BadZipFile("File is not a zip file")
+    entries, size = end[zipfile._ECD_ENTRIES_TOTAL], end[zipfile._ECD_SIZE]  # type: ignore[attr-defined]
+    if entries > MAX_MEMBERS or size > _MAX_CENTRAL_DIRECTORY:
+        raise Unsafe(f"The archive has {entries} entries; an adapter needs two files.")
+    src.seek(0)
 
 
 def unpack_zip(src: BinaryIO, staging: Path, max_unpacked: int) -> None:
@@ -138,14 +203,25 @@ def unpack_zip(src: BinaryIO, staging: Path, max_unpacked: int) -> None:
         kind = stat.S_IFMT(info.external_attr >> 16)
         return bool(kind) and kind != stat.S_IFREG  # zips from many tools leave the type bits 0
 
+    entries = _Entries(staging, max_unpacked)
     try:
+        _check_zip_directory(src)
         with zipfile.ZipFile(src) as zf:
-            entries = zf.infolist()
-            members = [
-                _Member(i.filename, i.file_size, special(i), partial(zf.open, i)) for i in entries if not i.is_dir()
-            ]
-            _unpack(members, len(entries), staging, max_unpacked)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, NotImplementedError) as exc:
+            for info in zf.infolist():
+                name = entries.admit(info.filename, info.file_size, is_dir=info.is_dir(), special=special(info))
+                if info.flag_bits & 0x1:
+                    raise Unprocessable(
+                        f"Archive member {info.filename!r} is encrypted: upload an archive without a password.",
+                        code="encrypted_archive",
+                        param="file",
+                    )
+                if name is not None:
+                    with zf.open(info) as handle:
+                        entries.extract(handle, name)
+        entries.finish()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, NotImplementedError, zlib.error) as exc:
+        raise _unreadable(exc) from exc
+    except ValueError as exc:  # e.g. a member name that is not valid UTF-8 although flagged so
         raise _unreadable(exc) from exc
 
 

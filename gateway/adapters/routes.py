@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, BinaryIO
+import asyncio
+from typing import Any
 
 from litestar import Controller, Request, delete, get, post
-from litestar.datastructures import UploadFile
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.adapters import quotas, service
+from gateway.adapters.form import UploadForm, read_upload_form
 from gateway.adapters.schemas import DeploymentList, DeploymentPublic
+from gateway.adapters.slots import UploadSlots
 from gateway.adapters.storage import AdapterStore
 from gateway.adapters.upload import UploadLimits, deploy_upload
 from gateway.audit.service import Actor
@@ -34,31 +36,33 @@ def _check_name(name: Any) -> str:
     return name
 
 
-async def _read_form(request: Request[Any, Any, Any], settings: Settings) -> tuple[dict[str, Any], dict[str, BinaryIO]]:
+def _boundary(request: Request[Any, Any, Any], settings: Settings) -> bytes:
+    """The multipart boundary, once the headers promise a body the gateway accepts."""
     limit = settings.adapters.max_upload_bytes
     length = request.headers.get("content-length")
     if length is None:
         raise LengthRequired("Send the upload with a Content-Length header.")
     if not length.isdigit() or int(length) > limit:
         raise PayloadTooLarge(f"Uploads are limited to {limit} bytes.", param="file")
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+    kind, options = request.content_type
+    if kind != "multipart/form-data" or not options.get("boundary"):
         raise InvalidRequest("Upload the adapter as multipart/form-data.", code="invalid_content_type")
-    form = await request.form()
-    fields: dict[str, Any] = {}
-    files: dict[str, BinaryIO] = {}
-    for key, value in form.multi_items():
-        if isinstance(value, UploadFile):
-            files[value.filename or key] = value.file  # type: ignore[assignment]
-        else:
-            fields[key] = value
-    if not files:
+    return options["boundary"].encode()
+
+
+async def _read_form(request: Request[Any, Any, Any], boundary: bytes, store: AdapterStore) -> UploadForm:
+    """Text fields capped, files streamed to temporary files (the caller closes them)."""
+    spool = await asyncio.to_thread(store.spool_dir)
+    form = await read_upload_form(request.stream(), boundary, spool)
+    if not form.files:
+        form.close()
         raise InvalidRequest(
             "No adapter file: send an archive (.tar.gz/.tgz/.zip) or adapter_config.json and "
             "adapter_model.safetensors as file fields.",
             code="missing_required_parameter",
             param="file",
         )
-    return fields, files
+    return form
 
 
 class AdapterController(Controller):
@@ -77,23 +81,28 @@ class AdapterController(Controller):
     ) -> DeploymentPublic:
         """Upload a PEFT LoRA adapter and deploy it on the shared engines (seconds)."""
         settings: Settings = request.app.state.settings
+        boundary = _boundary(request, settings)
         bounds = await quotas.bounds(db_engine, caller.tenant_id, settings.tenants)
         await quotas.admit_upload(db_engine, bounds)  # before the body is read
-        fields, files = await _read_form(request, settings)
-        limits = UploadLimits(settings.adapters.max_unpacked_bytes, settings.adapters.base_model_dir)
-        base_model = fields.get("base_model") or None
-        adapter = await deploy_upload(
-            db_session,
-            engines,
-            adapter_store,
-            limits,
-            caller.tenant_id,
-            _check_name(fields.get("name")),
-            base_model,
-            files,
-            Actor.of(request, caller.key_id),
-            bounds,
-        )
+        slots: UploadSlots = request.app.state.upload_slots
+        with slots.hold(caller.tenant_id):
+            form = await _read_form(request, boundary, adapter_store)
+            try:
+                limits = UploadLimits(settings.adapters.max_unpacked_bytes, settings.adapters.base_model_dir)
+                adapter = await deploy_upload(
+                    db_session,
+                    engines,
+                    adapter_store,
+                    limits,
+                    caller.tenant_id,
+                    _check_name(form.fields.get("name")),
+                    form.fields.get("base_model") or None,
+                    form.files,
+                    Actor.of(request, caller.key_id),
+                    bounds,
+                )
+            finally:
+                form.close()
         return DeploymentPublic.of(adapter)
 
     @get("/")

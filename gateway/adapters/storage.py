@@ -22,6 +22,11 @@ class AdapterStore:
         self._staging.mkdir(parents=True, exist_ok=True)
         return self._staging / secrets.token_hex(8)
 
+    def spool_dir(self) -> Path:
+        """Where an upload's file parts are written while it arrives (the adapters' disk, not /tmp)."""
+        self._staging.mkdir(parents=True, exist_ok=True)
+        return self._staging
+
     def commit(self, staging: Path) -> tuple[Path, str, int]:
         """Move a validated staging folder to its content address; returns (folder, sha256, bytes)."""
         digest = hashlib.sha256()

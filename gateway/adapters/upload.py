@@ -20,7 +20,7 @@ from gateway.adapters.validation import AdapterSpec, Architecture, check_weights
 from gateway.audit.service import Actor
 from gateway.engine.client import EngineInfo
 from gateway.engine.pool import EnginePool
-from gateway.errors import Conflict, InvalidRequest
+from gateway.errors import Conflict, InvalidRequest, PermissionDenied
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +47,46 @@ def architecture(info: EngineInfo, limits: UploadLimits) -> Architecture | None:
     return _architecture(str(folder.resolve())) if folder else None
 
 
+def check_folder(folder: Path, info: EngineInfo, limits: UploadLimits) -> AdapterSpec:
+    """An adapter folder's config and weights header against the engine's base model (422 if they do not fit)."""
+    arch = architecture(info, limits)
+    spec = read_config(folder, info.base_model, info.max_lora_rank, arch)
+    check_weights(folder, spec, arch)
+    return spec
+
+
 def _stage_and_check(files: dict[str, BinaryIO], staging: Path, info: EngineInfo, limits: UploadLimits) -> AdapterSpec:
     stage_files(files, staging, limits.max_unpacked_bytes)
-    arch = architecture(info, limits)
-    spec = read_config(staging, info.base_model, info.max_lora_rank, arch)
-    check_weights(staging, spec, arch)
-    return spec
+    return check_folder(staging, info, limits)
+
+
+def registered_folder(raw: str, root: Path | None, info: EngineInfo, limits: UploadLimits) -> tuple[Path, AdapterSpec]:
+    """An adapter folder the admin API registers by path: under ADAPTER_REGISTER_ROOT (links resolved first), with
+    both files, and passing the same checks as an upload."""
+    if root is None:
+        raise PermissionDenied(
+            "Registering adapters by path is off: set ADAPTER_REGISTER_ROOT to the folder they may come from, "
+            "or upload the adapter (POST /v1/adapters).",
+            code="registration_by_path_disabled",
+            param="path",
+        )
+    base = root.resolve()
+    try:
+        folder = (base / raw).resolve()  # an absolute `raw` replaces base; a relative one is taken under it
+        files = [folder / CONFIG, folder / WEIGHTS]
+        inside = all(p.resolve().is_relative_to(base) for p in (folder, *files))
+    except (OSError, ValueError) as exc:  # a NUL byte, a link loop…
+        raise InvalidRequest(f"{raw!r} is not a usable path: {exc}", param="path") from exc
+    if not inside:
+        raise PermissionDenied(
+            f"{raw!r} is outside ADAPTER_REGISTER_ROOT ({base}): adapters are registered only from there.",
+            code="path_not_allowed",
+            param="path",
+        )
+    missing = [p.name for p in files if not p.is_file()]
+    if missing:
+        raise InvalidRequest(f"No {' or '.join(missing)} in {str(folder)!r} on the gateway host.", param="path")
+    return folder, check_folder(folder, info, limits)
 
 
 async def deploy_upload(

@@ -4,9 +4,7 @@ audit row), shape the answer."""
 from __future__ import annotations
 
 import asyncio
-import json
 from datetime import datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 from litestar import Controller, Request, delete, get, patch, post
@@ -16,6 +14,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing import ledger
 from gateway.adapters import service as adapters
+from gateway.adapters.upload import UploadLimits, registered_folder
 from gateway.admin import service as admin
 from gateway.admin.guard import admin_guard
 from gateway.admin.schemas import (
@@ -34,15 +33,6 @@ from gateway.auth import service as auth
 from gateway.engine.pool import EnginePool
 from gateway.errors import InvalidRequest
 from gateway.settings import Settings
-
-
-def _adapter_folder(raw: str) -> tuple[Path, int]:
-    """The resolved folder and its LoRA rank."""
-    path = Path(raw).resolve()
-    config = path / "adapter_config.json"
-    if not config.is_file():
-        raise InvalidRequest(f"No adapter_config.json in {str(path)!r} on the gateway host.", param="path")
-    return path, int(json.loads(config.read_text()).get("r", 0))
 
 
 def _clean_name(name: str, what: str) -> str:
@@ -149,13 +139,25 @@ class AdminController(Controller):
         data: AdapterRegister,
         db_session: AsyncSession,
         engines: EnginePool,
+        settings: Settings,
     ) -> AdapterPublic:
+        """Register an adapter folder under ADAPTER_REGISTER_ROOT, checked like an upload (off when unset)."""
         await auth.get_tenant(db_session, tenant_id)
-        path, rank = await asyncio.to_thread(_adapter_folder, data.path)
         info = await engines.info()
+        limits = UploadLimits(settings.adapters.max_unpacked_bytes, settings.adapters.base_model_dir)
+        root = settings.adapters.register_root
+        path, spec = await asyncio.to_thread(registered_folder, data.path, root, info, limits)
         name = _clean_name(data.name, "Adapter")
         a = await adapters.register(
-            db_session, engines, info, tenant_id, name, path, rank, actor=Actor.of(request), action="adapter.register"
+            db_session,
+            engines,
+            info,
+            tenant_id,
+            name,
+            path,
+            spec.rank,
+            actor=Actor.of(request),
+            action="adapter.register",
         )
         return AdapterPublic(
             id=a.id, tenant_id=a.tenant_id, name=a.name, base_model=a.base_model, status=a.status,

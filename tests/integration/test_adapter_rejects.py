@@ -16,11 +16,13 @@ from tests.support.adapters import (
     WEIGHTS,
     lora_config,
     lora_tensors,
+    raw_safetensors,
     read_adapter,
     safetensors,
     tar_gz,
     tar_with_link,
     zip_bytes,
+    zip_encrypted,
     zip_with_symlink,
 )
 from tests.support.processes import GatewayProcess
@@ -38,6 +40,9 @@ def _cases(real: dict[str, bytes]) -> list[tuple[str, dict[str, bytes], int, str
     extra_layer = lora_tensors(8, layers=3)
     odd_tensor = {**lora_tensors(8), "lm_head.weight": ("F32", [1024, 128])}
     w = real[WEIGHTS]
+    lora_a = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"
+    short_offsets = {lora_a: {"dtype": "F32", "shape": [8, 128], "data_offsets": [0]}}
+    text_offsets = {lora_a: {"dtype": "F32", "shape": [8, 128], "data_offsets": ["0", "4096"]}}
     return [
         ("pickle weights", {CONFIG: real[CONFIG], "adapter_model.bin": b"\x80\x04pickle"}, 400, "safetensors"),
         ("stray file", {**real, "run.sh": b"#!/bin/sh"}, 400, "Unexpected files"),
@@ -59,6 +64,12 @@ def _cases(real: dict[str, bytes]) -> list[tuple[str, dict[str, bytes], int, str
         ("too many layers", {CONFIG: lora_config(), WEIGHTS: safetensors(extra_layer)}, 422, "layer 2"),
         ("non-lora tensor", {CONFIG: lora_config(), WEIGHTS: safetensors(odd_tensor)}, 422, "lm_head"),
         ("bad safetensors", {CONFIG: lora_config(), WEIGHTS: b"\xff" * 64}, 422, "safetensors"),
+        # these answered 500 (found by a security review)
+        ("alpha not a number", {CONFIG: lora_config(lora_alpha="sixteen"), WEIGHTS: w}, 422, "lora_alpha"),
+        ("unhashable modules", {CONFIG: lora_config(target_modules=[["q_proj"]]), WEIGHTS: w}, 422, "target_modules"),
+        ("offsets too short", {CONFIG: lora_config(), WEIGHTS: raw_safetensors(short_offsets)}, 422, "data_offsets"),
+        ("offsets not numbers", {CONFIG: lora_config(), WEIGHTS: raw_safetensors(text_offsets)}, 422, "data_offsets"),
+        ("encrypted zip", {"a.zip": zip_encrypted(real)}, 422, "encrypted"),
     ]  # fmt: skip
 
 
@@ -95,7 +106,7 @@ def test_the_crafted_good_adapter_is_accepted(gateway: Any, tenant: TenantHandle
     assert r.status_code == 201 and r.json()["status"] == "ready", r.text
 
 
-@pytest.mark.parametrize("index", range(20))
+@pytest.mark.parametrize("index", range(25))
 def test_bad_upload_is_rejected(
     gateway: Any, tenant: TenantHandle, models_dir: Path, unchanged: None, index: int
 ) -> None:
@@ -164,5 +175,5 @@ def test_size_limits_are_413(small_gateway: GatewayProcess, tenant: TenantHandle
 
 
 def test_case_table_is_complete() -> None:
-    assert len(_cases(good())) == 20
+    assert len(_cases(good())) == 25
     assert json.loads(lora_config())["r"] == 8

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -146,3 +148,51 @@ def test_more_adapters_than_the_engine_keeps_hot(gateway: Any, make_tenant: Any,
     assert len(set(first.values())) >= 5, first  # random adapters: (nearly) all answers differ
     for i in [6, 1, 5, 2, 4, 3]:  # a different order: the engine has evicted and reloads
         assert ask(client, f"lora-{i}") == first[i]
+
+
+def test_an_8_mib_form_field_is_413_naming_it(gateway: Any, make_tenant: Any, models_dir: Path) -> None:
+    """Text fields are capped at a few KiB (the route lifts the body limit for the files): not read in full."""
+    files = read_adapter(models_dir / "adapters" / "lora-1")
+    r = upload(gateway, make_tenant(), "x" * (8 << 20), files)
+    assert r.status_code == 413, r.text
+    err = r.json()["error"]
+    assert err["code"] == "payload_too_large" and err["param"] == "name" and "'name'" in err["message"], err
+
+
+def _stalled_upload(gateway: Any, tenant: TenantHandle) -> socket.socket:
+    """An upload whose body never finishes arriving: it holds its slot until the connection is closed."""
+    url = httpx.URL(gateway.url)
+    sock = socket.create_connection((url.host, url.port))
+    head = (
+        f"POST /v1/adapters HTTP/1.1\r\nHost: {url.host}\r\nAuthorization: Bearer {tenant.key}\r\n"
+        "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n"
+        '--b\r\nContent-Disposition: form-data; name="name"\r\n\r\nslow'
+    )
+    sock.sendall(head.encode())
+    return sock
+
+
+def test_concurrent_uploads_are_bounded_per_tenant(gateway: Any, make_tenant: Any) -> None:
+    """Two uploads in progress per tenant (the default): a third is 429 naming the bound; others still get in."""
+    busy, other = make_tenant(), make_tenant()
+
+    def probe(tenant: TenantHandle) -> httpx.Response:  # admitted, it fails fast: no file (400)
+        return httpx.post(f"{gateway.url}/v1/adapters", headers=tenant.headers, files={"name": (None, "p")})
+
+    stalled = [_stalled_upload(gateway, busy) for _ in range(2)]
+    try:
+        deadline = time.monotonic() + 30
+        while (r := probe(busy)).status_code != 429 and time.monotonic() < deadline:
+            assert r.status_code == 400, r.text
+            time.sleep(0.1)
+        assert r.status_code == 429, r.text
+        err = r.json()["error"]
+        assert err["type"] == "rate_limit_error" and "ADAPTER_MAX_CONCURRENT_UPLOADS_PER_TENANT" in err["message"]
+        assert probe(other).status_code == 400  # another tenant is not held back
+    finally:
+        for sock in stalled:
+            sock.close()
+    deadline = time.monotonic() + 30  # a dropped upload gives its slot back
+    while (r := probe(busy)).status_code == 429 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert r.status_code == 400, r.text

@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import secrets
+import shutil
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -198,3 +200,37 @@ def test_audit_limit_and_price_currency_are_checked(gateway: Any, admin: httpx.C
     r = admin.post("/admin/prices", json=price)
     assert r.status_code == 201 and r.json()["currency"] == "usd", r.text
     assert admin.post("/admin/prices", json={**price, "currency": "USD"}).status_code == 201
+
+
+def test_adapter_registration_is_confined_to_the_root_and_checked_like_an_upload(
+    gateway: Any, admin: httpx.Client, make_tenant: Any, models_dir: Path, tmp_path: Path
+) -> None:
+    """ADAPTER_REGISTER_ROOT is the conftest's models_dir/adapters: nothing outside it, and no unchecked config."""
+    t = make_tenant()
+    real = models_dir / "adapters" / "lora-1"
+    outside = tmp_path / "copy"
+    shutil.copytree(real, outside)
+
+    def register(path: str, name: str = "by-path") -> httpx.Response:
+        return admin.post(f"/admin/tenants/{t.id}/adapters", json={"name": name, "path": path})
+
+    inside = models_dir / "adapters" / f"probe-{secrets.token_hex(4)}"
+    try:
+        inside.mkdir()
+        (inside / "escape").symlink_to(outside, target_is_directory=True)
+        for path in ("/etc", str(outside), "../../..", str(inside / "escape")):
+            r = register(path)
+            assert r.status_code == 403, (path, r.text)
+            assert r.json()["error"]["code"] == "path_not_allowed" and "ADAPTER_REGISTER_ROOT" in r.text, r.text
+        weights = (real / "adapter_model.safetensors").read_bytes()
+        (inside / "adapter_model.safetensors").write_bytes(weights)
+        for config, word in ((b"{nope", "not valid JSON"), (b'{"peft_type": "LORA", "r": 8, "lora_alpha": "x", '
+                             b'"target_modules": ["q_proj"]}', "lora_alpha")):  # fmt: skip
+            (inside / "adapter_config.json").write_bytes(config)
+            r = register(str(inside))
+            assert r.status_code == 422, r.text
+            assert word in r.json()["error"]["message"], r.text
+        assert register("lora-2", name="relative").status_code == 201  # a relative path is taken under the root
+    finally:
+        shutil.rmtree(inside, ignore_errors=True)
+    assert admin.get(f"/admin/deployments?tenant_id={t.id}").json()["data"][0]["name"] == "relative"

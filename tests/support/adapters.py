@@ -107,3 +107,20 @@ def zip_with_symlink(files: dict[str, bytes], link_name: str, target: str) -> by
         info.external_attr = 0o120777 << 16  # S_IFLNK
         zf.writestr(info, target)
     return buf.getvalue()
+
+
+def zip_encrypted(files: dict[str, bytes]) -> bytes:
+    """A zip whose members are flagged encrypted (reading them would ask for a password)."""
+    data = bytearray(zip_bytes(files))
+    for signature, flags_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):  # local and central headers
+        at = data.find(signature)
+        while at != -1:
+            data[at + flags_at] |= 0x1
+            at = data.find(signature, at + 4)
+    return bytes(data)
+
+
+def raw_safetensors(header: Any, data_bytes: int = 64) -> bytes:
+    """A safetensors file with exactly this header (however malformed), then zeroed data."""
+    raw = json.dumps(header).encode()
+    return struct.pack("<Q", len(raw)) + raw + b"\0" * data_bytes
