@@ -183,6 +183,12 @@ class DeploymentCompletionRequest(_Completion, kw_only=True):
     model: ModelName | UnsetType = UNSET
 
 
+class _Named(Struct):
+    """The deployment a path names, checked as a body's `model` would be."""
+
+    model: ModelName
+
+
 _CONTRACTS: dict[tuple[str, bool], type[_Request]] = {
     ("chat", False): ChatCompletionRequest,
     ("completions", False): CompletionRequest,
@@ -211,8 +217,10 @@ def parse_body(
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
     try:
         msgspec.convert(body, _CONTRACTS[endpoint, default_model is not None])
+        if default_model is not None and "model" not in body:
+            msgspec.convert({"model": default_model}, _Named)
     except msgspec.ValidationError as exc:
-        raise refusal(exc, body) from None
+        raise refusal(exc, {**body, "model": body.get("model", default_model)}) from None
     validation.check_request(body, endpoint, raw, max_model_len)
     return body, str(body.get("model", default_model))  # a non-empty string, as the contract says
 
