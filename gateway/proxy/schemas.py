@@ -15,7 +15,7 @@ from gateway.errors import InvalidRequest
 from gateway.proxy import validation
 from gateway.proxy.validation import MAX_LOGPROBS, MAX_MODEL_NAME, MAX_N, MAX_STOP, TOKEN_ID_MAX
 
-INT64 = Meta(ge=-(2**63), le=2**63 - 1)
+Int64 = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
 TokenId = Annotated[int, Meta(ge=0, le=TOKEN_ID_MAX)]
 TopLogprobs = Annotated[int, Meta(ge=0, le=MAX_LOGPROBS)]
 Penalty = Annotated[float, Meta(ge=-2, le=2)]
@@ -103,7 +103,7 @@ class _Request(Struct, kw_only=True):
     top_p: Annotated[float, Meta(gt=0, le=1)] | None = None
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
-    seed: Annotated[int, INT64] | None = None
+    seed: Int64 | None = None
     stop: StopString | Annotated[list[StopString], Meta(max_length=MAX_STOP)] | None = None
     logit_bias: LogitBias | None = None
     user: str | None = None
@@ -220,7 +220,7 @@ def parse_body(
         if default_model is not None and "model" not in body:
             msgspec.convert({"model": default_model}, _Named)
     except msgspec.ValidationError as exc:
-        raise refusal(exc, {**body, "model": body.get("model", default_model)}) from None
+        raise _refusal(exc, {**body, "model": body.get("model", default_model)}) from None
     validation.check_request(body, endpoint, raw, max_model_len)
     return body, str(body.get("model", default_model))  # a non-empty string, as the contract says
 
@@ -228,9 +228,10 @@ def parse_body(
 _STEP = re.compile(r"([^.\[\]]+)|\[(\d+)\]")  # "messages[0].role" -> ("messages", ""), ("", "0"), ("role", "")
 
 
-def refusal(error: msgspec.ValidationError, body: dict[str, Any]) -> InvalidRequest:
-    """msgspec's 'Expected `int` >= 1 - at `$.messages[0].n`' as OpenAI says it: a message, a code and the
-    parameter, named as OpenAI names it (`messages[0].role`)."""
+def _refusal(error: msgspec.ValidationError, body: dict[str, Any]) -> InvalidRequest:
+    """msgspec's 'Expected `int` >= 1 - at `$.n`' as OpenAI says it: a message, a code and the parameter,
+    named as OpenAI names it (`messages[0].role`). Read from msgspec's wording: tests/unit/test_validation.py
+    and test_request_contract.py pin the parameter and code of each kind of error."""
     detail, _, where = str(error).partition(" - at `")
     path = where.rstrip("`").rpartition("`")[2]  # 'key` in `$.logit_bias' names the object
     param = path.removeprefix("$").removeprefix(".").replace("[...]", "")
