@@ -10,12 +10,14 @@ import json
 import os
 import sys
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 from openai import OpenAI
 
+TOKEN_FILE = "admin-token"  # in the data folder: the admin token of the gateway `make run` started
 PROMPTS = ["你是谁?", "你是谁训练的?", "Who are you?", "Who trained you?", "Hello", "What is the capital of France?"]
 
 
@@ -54,6 +56,20 @@ def render(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
 
 
+def admin_token(data_dir: Path, environ: Mapping[str, str]) -> str:
+    """The running gateway's admin token: GATEWAY_ADMIN_TOKEN, else the one `make run` wrote to the data folder
+    (whether it generated it or was given it). Neither: one line saying what to set."""
+    token = environ.get("GATEWAY_ADMIN_TOKEN", "").strip()
+    path = data_dir / TOKEN_FILE
+    if not token and path.exists():
+        token = path.read_text().strip()
+    if not token:
+        raise SystemExit(
+            f"No admin token: set GATEWAY_ADMIN_TOKEN to the gateway's admin token (`make run` writes it to {path})."
+        )
+    return token
+
+
 def demo_columns(state: dict[str, object], keys: list[str]) -> list[Column]:
     tenants = state["tenants"]
     assert isinstance(tenants, list)
@@ -68,21 +84,29 @@ def main() -> None:
     data_dir = Path(os.environ.get("GATEWAY_DATA_DIR", ".data"))
     gateway_url = os.environ.get("GATEWAY_URL", "http://127.0.0.1:8000")
     state_path = data_dir / "demo.json"
-    token = os.environ.get("GATEWAY_ADMIN_TOKEN") or (data_dir / "admin-token").read_text().strip()
     if not state_path.exists():
         sys.exit("No demo tenants yet: start the product with `make run` first.")
     state = json.loads(state_path.read_text())
+    token = admin_token(data_dir, os.environ)
     with httpx.Client(base_url=gateway_url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as admin:
-        created = [
-            admin.post(f"/admin/tenants/{t['tenant_id']}/keys", json={"name": "make-demo"}).raise_for_status().json()
-            for t in state["tenants"]
-        ]
+        created = [_demo_key(admin, t["tenant_id"], gateway_url) for t in state["tenants"]]
         try:
             columns = demo_columns(state, [k["key"] for k in created])
             print(render(["prompt", *(c.title for c in columns)], answers(gateway_url, columns)))
         finally:
             for k in created:
                 admin.delete(f"/admin/keys/{k['id']}")
+
+
+def _demo_key(admin: httpx.Client, tenant_id: str, gateway_url: str) -> dict[str, str]:
+    try:
+        r = admin.post(f"/admin/tenants/{tenant_id}/keys", json={"name": "make-demo"})
+    except httpx.TransportError:
+        raise SystemExit(f"No gateway at {gateway_url}: start it with `make run` (or set GATEWAY_URL).") from None
+    if r.status_code == 401:
+        raise SystemExit("The gateway refused the admin token: set GATEWAY_ADMIN_TOKEN to the one it runs with.")
+    result: dict[str, str] = r.raise_for_status().json()
+    return result
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from devstack import tinymodel
-from devstack.demo import answers, demo_columns, render
+from devstack.demo import TOKEN_FILE, answers, demo_columns, render
 from devstack.engine import EngineOptions, LocalEngine
 from devstack.postgres import EmbeddedPostgres
 from devstack.seed import seed_demo
@@ -32,13 +32,20 @@ def step(message: str) -> None:
 
 
 def admin_token(data_dir: Path, settings: Settings) -> str:
+    """GATEWAY_ADMIN_TOKEN if set, else the token of the last run, else a new one; written to the data folder
+    in every case (mode 0600), where `make demo` in another terminal finds it."""
+    path = data_dir / TOKEN_FILE
     if settings.admin.token is not None:
-        return settings.admin.token.get_secret_value()
-    path = data_dir / "admin-token"
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(24))
-        path.chmod(0o600)
-    return path.read_text().strip()
+        token = settings.admin.token.get_secret_value()
+    elif path.exists() and path.read_text().strip():
+        token = path.read_text().strip()
+    else:
+        token = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token)
+    path.chmod(0o600)  # a file from an older run may have been made with a wider mode
+    return token
 
 
 def require_free(host: str, port: int, what: str, variable: str) -> None:

@@ -5,6 +5,16 @@ Label cardinality is bounded: routes are path templates, `model` is the base mod
 when METRICS_TENANT_LABELS is on.
 With several worker processes (PROMETHEUS_MULTIPROC_DIR set, as `python -m gateway serve` does for
 GATEWAY_WORKERS > 1) every process writes its samples to that folder and a scrape sums them.
+
+Why MetricsMiddleware and not Litestar's PrometheusMiddleware (litestar.plugins.prometheus, checked in 2.25):
+with `PrometheusConfig(prefix="gateway_http", group_path=True)` it does label by path template and keeps its
+in-progress gauge `livesum` across processes, but it would change what dashboards and alerts read: the gauge
+becomes `gateway_http_requests_in_progress` (ours: `gateway_in_flight_requests`), every series is labelled
+`method, path, status_code, app_name` (ours: `route, method, status` on the counter, `route` alone on the
+latency histogram and the gauge, so the histogram's buckets are not multiplied by methods and statuses), and
+an extra `_requests_error_total` appears. Its collectors also live on prometheus_client's global registry, in a
+class attribute shared by every app of the process, not on the registry this app creates (so the
+single-process scrape above would not see them), and it builds a Request object on every proxied call.
 """
 
 from __future__ import annotations

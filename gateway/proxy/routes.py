@@ -16,14 +16,23 @@ from gateway.adapters.service import model_not_found
 from gateway.auth.dependencies import METERED
 from gateway.auth.service import Caller
 from gateway.engine.pool import EnginePool
-from gateway.proxy.schemas import CHAT_REQUEST, COMPLETION_REQUEST, documented_body, parse_body
+from gateway.proxy.openapi import documented_body
+from gateway.proxy.schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    DeploymentChatRequest,
+    DeploymentCompletionRequest,
+    parse_body,
+)
 from gateway.proxy.service import Call, ProxyService
 
 # The metered handlers take one dependency (`caller`) and read the proxy from the app state: with two,
 # Litestar resolves them in an anyio task group (two tasks per request; 11% of the CPU in the profile).
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-_CHAT_BODY = documented_body(CHAT_REQUEST)
-_COMPLETION_BODY = documented_body(COMPLETION_REQUEST)
+_CHAT_BODY = documented_body(ChatCompletionRequest)
+_COMPLETION_BODY = documented_body(CompletionRequest)
+_DEPLOYMENT_CHAT_BODY = documented_body(DeploymentChatRequest)
+_DEPLOYMENT_COMPLETION_BODY = documented_body(DeploymentCompletionRequest)
 
 
 async def _forward(
@@ -81,14 +90,14 @@ class MaasController(Controller):
     path = "/maas/deployment/{deployment_id:str}"
     tags = ["Deployments"]
 
-    @post("/chat/completions", status_code=200, operation_class=_CHAT_BODY, dependencies=METERED)
+    @post("/chat/completions", status_code=200, operation_class=_DEPLOYMENT_CHAT_BODY, dependencies=METERED)
     async def chat_completions(
         self, deployment_id: str, request: Request[Any, Any, Any], caller: Caller, state: State
     ) -> Response[Any]:
         """Chat completion on one deployment."""
         return await _forward(state.proxy, caller, await request.body(), "chat", "/v1/chat/completions", deployment_id)
 
-    @post("/completions", status_code=200, operation_class=_COMPLETION_BODY, dependencies=METERED)
+    @post("/completions", status_code=200, operation_class=_DEPLOYMENT_COMPLETION_BODY, dependencies=METERED)
     async def completions(
         self, deployment_id: str, request: Request[Any, Any, Any], caller: Caller, state: State
     ) -> Response[Any]:

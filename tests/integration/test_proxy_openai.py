@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from openai import NotFoundError, OpenAI
+from openai import BadRequestError, NotFoundError, OpenAI
 
 from tests.conftest import TenantHandle
 from tests.support.sql import Sql
@@ -137,3 +137,42 @@ def test_adapter_can_be_called_by_deployment_id(client: OpenAI, admin: Any, tena
     by_name = client.chat.completions.create(model="helper", messages=CHAT, max_tokens=8, temperature=0)
     assert by_id.model == deployment
     assert by_id.choices[0].message.content == by_name.choices[0].message.content
+
+
+CALL = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": '{"q": "capital"}'}}
+# OpenAI's six roles, each in a conversation the engine can render.
+ROLE_CASES: dict[str, Any] = {
+    "system": [{"role": "system", "content": "Be brief."}, *CHAT],
+    "developer": [{"role": "developer", "content": "Be brief."}, *CHAT],
+    "user": [{"role": "user", "content": [{"type": "text", "text": "Who are you?"}]}],
+    "assistant": [*CHAT, {"role": "assistant", "content": "A model."}, *CHAT],
+    "tool": [*CHAT, {"role": "assistant", "content": None, "tool_calls": [CALL]},
+             {"role": "tool", "tool_call_id": "call_1", "content": "Paris"}],
+    "function": [*CHAT, {"role": "function", "name": "lookup", "content": "Paris"}],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("role", list(ROLE_CASES))
+def test_each_openai_role_is_answered_and_metered(client: OpenAI, sql: Sql, role: str) -> None:
+    raw = client.chat.completions.with_raw_response.create(
+        model="tiny-base",
+        messages=ROLE_CASES[role],
+        max_tokens=2,
+        temperature=0,
+    )
+    assert raw.parse().choices
+    assert usage_row(sql, raw.headers["x-request-id"])["status"] == "ok"
+
+
+def test_an_unknown_role_is_a_400_and_bills_nothing(client: OpenAI, sql: Sql, tenant: TenantHandle) -> None:
+    """OpenAI refuses it; the engine would answer it (and we would bill it), so the door refuses it."""
+    before = sql.scalar("SELECT count(*) FROM usage_records WHERE tenant_id = $1", tenant.id)
+    messages: Any = [{"role": "bad", "content": "Who are you?"}]
+    with pytest.raises(BadRequestError) as refused:
+        client.chat.completions.create(model="tiny-base", messages=messages, max_tokens=2)
+    assert refused.value.status_code == 400
+    error = refused.value.body
+    assert isinstance(error, dict)
+    assert error["type"] == "invalid_request_error" and error["code"] == "invalid_value"
+    assert error["param"] == "messages[0].role"
+    assert sql.scalar("SELECT count(*) FROM usage_records WHERE tenant_id = $1", tenant.id) == before

@@ -29,3 +29,9 @@ def test_good_bodies() -> None:
 def test_bad_bodies(raw: bytes, endpoint: str) -> None:
     with pytest.raises(InvalidRequest):
         parse_body(raw, endpoint)
+
+
+def test_the_deployment_a_path_names_is_checked_like_a_model() -> None:
+    with pytest.raises(InvalidRequest) as info:
+        parse_body(b'{"messages": [{"role": "user", "content": "x"}]}', "chat", default_model="mif-\x00x")
+    assert info.value.param == "model"
