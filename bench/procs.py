@@ -150,6 +150,7 @@ def gateway(database_url: str, engine_url: str, port: int, workers: int, admin_t
         "GATEWAY_PORT": str(port),
         "GATEWAY_WORKERS": str(workers),
         "GATEWAY_DATA_DIR": str(run_dir / "gateway-data"),
+        "METRICS_PORT": "0",  # no Prometheus listener: nothing here scrapes the gateway, and no port to collide
     }
     return Service("gateway", [sys.executable, "-m", "gateway", "serve"], env, port, run_dir)
 

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _COMMIT = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+_ADAPTER_LOAD_RESULTS = ("loaded", "already_loaded", "failed", "unavailable")  # gateway/engine/client.py's
 
 
 class Metrics:
@@ -78,6 +79,8 @@ class Metrics:
         self.adapter_loads = Counter(
             "gateway_adapter_loads", "Adapter loads into the engine by result", ["result"], registry=r
         )
+        for result in _ADAPTER_LOAD_RESULTS:  # shown at 0 from the start (multiprocess mode omits unused series)
+            self.adapter_loads.labels(result)
         # Per engine of the pool (the label is the engine's URL: as many series as configured engines).
         self.engine_healthy = Gauge(
             "gateway_engine_healthy", "1 if the engine takes traffic (healthy and its adapters loaded)", ["engine"],
