@@ -55,6 +55,7 @@ _LIMIT = 4
 
 @pytest.fixture(scope="module")
 def limited_gateway(gateway_env: dict[str, str]) -> Iterator[GatewayProcess]:
+    ARTIFACTS.mkdir(exist_ok=True)
     gw = GatewayProcess({**gateway_env, "GATEWAY_LIMIT_CONCURRENCY": str(_LIMIT)}, ARTIFACTS / "gateway-limited.log")
     gw.start()
     yield gw
@@ -93,6 +94,7 @@ _PROXY = "127.0.0.2"  # a second loopback address: a peer other than 127.0.0.1 (
 
 @pytest.fixture(scope="module")
 def proxied_gateway(gateway_env: dict[str, str]) -> Iterator[GatewayProcess]:
+    ARTIFACTS.mkdir(exist_ok=True)
     gw = GatewayProcess({**gateway_env, "GATEWAY_FORWARDED_ALLOW_IPS": _PROXY}, ARTIFACTS / "gateway-proxied.log")
     gw.start()
     yield gw
