@@ -25,6 +25,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     GATEWAY_HOST=0.0.0.0 \
     GATEWAY_PORT=8000 \
+    METRICS_HOST=0.0.0.0 \
+    METRICS_PORT=9464 \
     GATEWAY_DATA_DIR=/data \
     PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus-multiproc
 RUN groupadd --system --gid 10001 gateway \
@@ -36,7 +38,7 @@ COPY --from=build /app /app
 COPY deploy/docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
 WORKDIR /app
 USER 10001:10001
-EXPOSE 8000
+EXPOSE 8000 9464
 VOLUME ["/data"]
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('GATEWAY_PORT', '8000') + '/readyz', timeout=4)"]

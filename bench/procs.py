@@ -150,6 +150,7 @@ def gateway(database_url: str, engine_url: str, port: int, workers: int, admin_t
         "GATEWAY_PORT": str(port),
         "GATEWAY_WORKERS": str(workers),
         "GATEWAY_DATA_DIR": str(run_dir / "gateway-data"),
+        "METRICS_PORT": "0",  # no Prometheus listener: nothing here scrapes the gateway, and no port to collide
         # no default tenant bounds (0: unlimited): the benchmarks set the limits they measure on their tenants
         **{f"TENANT_{name}": "0" for name in ("DEFAULT_RPM", "DEFAULT_TPM", "DEFAULT_MAX_CONCURRENT",
                                               "MAX_DEPLOYMENTS", "MAX_ADAPTER_BYTES", "UPLOADS_PER_MINUTE")},

@@ -117,6 +117,8 @@ def main() -> None:
 
         gateway_url = f"http://{settings.server.host}:{settings.server.port}"
         require_free(settings.server.host, settings.server.port, "gateway", "GATEWAY_PORT")
+        if settings.metrics.port:
+            require_free(settings.metrics.host, settings.metrics.port, "gateway metrics", "METRICS_PORT")
         step(f"starting the gateway on {gateway_url}")
         gateway = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], env=env)
         stack.append(gateway)

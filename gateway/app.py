@@ -39,7 +39,7 @@ from gateway.errors import DatabaseUnavailable
 from gateway.health.routes import healthz, readyz
 from gateway.http_errors import EXCEPTION_HANDLERS
 from gateway.limits.service import Grant, RateLimiter
-from gateway.metrics import Metrics, MetricsMiddleware, metrics_endpoint
+from gateway.metrics import Metrics, MetricsMiddleware, keep_gauges_fresh
 from gateway.proxy.routes import MaasController, OpenAIController
 from gateway.proxy.service import ProxyService
 from gateway.settings import Settings
@@ -108,6 +108,7 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Any:
         writer.start()
         heartbeat = asyncio.create_task(instance.run(), name="instance-heartbeat")
         prune = asyncio.create_task(_prune_rate_counters(limiter), name="rate-counter-prune")
+        gauges = asyncio.create_task(keep_gauges_fresh(metrics, db_engine), name="metrics-gauges")
         stripe_worker = (
             asyncio.create_task(stripe_sync.run_forever(db_engine, settings.billing), name="stripe-sync")
             if settings.billing.stripe_api_key is not None
@@ -138,6 +139,7 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Any:
             yield
         finally:
             prune.cancel()
+            gauges.cancel()
             listener.cancel()
             if stripe_worker is not None:
                 stripe_worker.cancel()
@@ -186,7 +188,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
             AdminBillingController,
             stripe_webhook,
             AdminUsageController,
-            metrics_endpoint,
             *dashboard_routes(settings),
         ],
         lifespan=[_lifespan(settings, metrics)],

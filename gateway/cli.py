@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import logging
 import os
 import shutil
 import sys
+import tempfile
 from typing import Any
 
 from gateway.settings import Settings
@@ -16,23 +18,33 @@ from gateway.settings import Settings
 def _serve(settings: Settings, args: argparse.Namespace) -> None:
     import uvicorn
 
-    if settings.server.workers > 1 and not settings.metrics.multiproc_dir:
-        # Several processes: prometheus-client must share samples through files, set up before workers start.
-        folder = settings.storage.data_dir.resolve() / "prometheus-multiproc"
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+    if not settings.metrics.multiproc_dir:
+        # prometheus-client shares every process's samples through files, set up before the workers (and before
+        # prometheus_client is imported here: it picks its mode at import) so the metrics listener can sum them.
+        # Its own folder per `serve`, never a shared one: two gateways on one host must not sum each other's.
+        folder = tempfile.mkdtemp(prefix="gateway-prometheus-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+        settings.metrics.multiproc_dir = folder
+    if settings.metrics.port:
+        from gateway.metrics import start_listener
 
+        start_listener(settings.metrics)
+    server = settings.server
     uvicorn.run(
         "gateway.app:create_app",
         factory=True,
-        host=settings.server.host,
-        port=settings.server.port,
-        workers=settings.server.workers,
+        host=server.host,
+        port=server.port,
+        workers=server.workers,
         log_level="info",
         access_log=False,
-        timeout_keep_alive=settings.server.keep_alive_s,
+        timeout_keep_alive=server.keep_alive_s,
         timeout_graceful_shutdown=30,
+        proxy_headers=True,
+        forwarded_allow_ips=server.forwarded_allow_ips,
+        limit_concurrency=server.limit_concurrency,
+        h11_max_incomplete_event_size=server.max_header_bytes,
     )
 
 

@@ -1,10 +1,12 @@
-"""Every Prometheus collector of the gateway, created by the app (never at import), and the /metrics route.
+"""Every Prometheus collector of the gateway, created by the app (never at import), and their own listener.
 
 Label cardinality is bounded: routes are path templates, `model` is the base model (one per engine),
 `kind` tells base from adapter, `engine` is one of the configured engine URLs. A `tenant` label exists only
 when METRICS_TENANT_LABELS is on.
-With several worker processes (PROMETHEUS_MULTIPROC_DIR set, as `python -m gateway serve` does for
-GATEWAY_WORKERS > 1) every process writes its samples to that folder and a scrape sums them.
+`python -m gateway serve` runs prometheus-client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR), one worker or
+many: every process writes its samples to that folder, and the listener on METRICS_PORT, a thread of the process
+that starts the workers, sums them at each scrape. The API's port has no /metrics: what a scrape shows (engine
+URLs, traffic, the billing backlog) is for the operator's network only.
 
 Why MetricsMiddleware and not Litestar's PrometheusMiddleware (litestar.plugins.prometheus, checked in 2.25):
 with `PrometheusConfig(prefix="gateway_http", group_path=True)` it does label by path template and keeps its
@@ -13,35 +15,33 @@ becomes `gateway_http_requests_in_progress` (ours: `gateway_in_flight_requests`)
 `method, path, status_code, app_name` (ours: `route, method, status` on the counter, `route` alone on the
 latency histogram and the gauge, so the histogram's buckets are not multiplied by methods and statuses), and
 an extra `_requests_error_total` appears. Its collectors also live on prometheus_client's global registry, in a
-class attribute shared by every app of the process, not on the registry this app creates (so the
-single-process scrape above would not see them), and it builds a Request object on every proxied call.
+class attribute shared by every app of the process, not on the registry this app creates, and it builds a
+Request object on every proxied call.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
 from typing import Any
 
 import sqlalchemy as sa
-from litestar import Response, get
-from litestar.datastructures import State
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.db import is_unavailable
 from gateway.settings import MetricsSettings
 
 log = logging.getLogger(__name__)
-# Litestar appends "; charset=utf-8" to text/* types itself: without this, the header said it twice.
-_MEDIA_TYPE = CONTENT_TYPE_LATEST.replace("; charset=utf-8", "")
 
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _COMMIT = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+_ADAPTER_LOAD_RESULTS = ("loaded", "already_loaded", "failed", "unavailable")  # gateway/engine/client.py's
 
 
 class Metrics:
@@ -89,6 +89,8 @@ class Metrics:
         self.adapter_loads = Counter(
             "gateway_adapter_loads", "Adapter loads into the engine by result", ["result"], registry=r
         )
+        for result in _ADAPTER_LOAD_RESULTS:  # shown at 0 from the start (multiprocess mode omits unused series)
+            self.adapter_loads.labels(result)
         # Per engine of the pool (the label is the engine's URL: as many series as configured engines).
         self.engine_healthy = Gauge(
             "gateway_engine_healthy", "1 if the engine takes traffic (healthy and its adapters loaded)", ["engine"],
@@ -131,15 +133,6 @@ class Metrics:
         """The extra label values: the tenant id only when per-tenant labels are on."""
         return [tenant_id] if self.settings.tenant_labels else []
 
-    def render(self) -> bytes:
-        if not self.multiprocess:
-            return bytes(generate_latest(self.registry))
-        from prometheus_client import multiprocess
-
-        merged = CollectorRegistry()
-        multiprocess.MultiProcessCollector(merged, path=self.settings.multiproc_dir)
-        return bytes(generate_latest(merged))
-
     def process_exit(self) -> None:
         if self.multiprocess:
             from prometheus_client import multiprocess
@@ -178,19 +171,38 @@ class MetricsMiddleware:
             self.metrics.http_latency.labels(route).observe(time.perf_counter() - start)
 
 
-@get("/metrics", tags=["Health"], include_in_schema=True)
-async def metrics_endpoint(state: State) -> Response[bytes]:
-    """Prometheus text format (all worker processes together)."""
-    metrics: Metrics = state.metrics
-    pool: Any = state.db_engine.pool
+async def refresh_gauges(metrics: Metrics, db_engine: AsyncEngine) -> None:
+    """Set the gauges no request updates: this process's database pool and the billing outbox backlog."""
+    pool: Any = db_engine.pool
     metrics.db_pool_in_use.set(pool.checkedout())
     metrics.db_pool_size.set(pool.checkedin() + pool.checkedout())
     try:
-        async with state.db_engine.connect() as conn:
+        async with db_engine.connect() as conn:
             backlog = await conn.scalar(sa.text("SELECT count(*) FROM stripe_outbox WHERE status = 'pending'"))
         metrics.outbox_backlog.set(int(backlog or 0))
     except (sa_exc.SQLAlchemyError, OSError) as exc:
         if not is_unavailable(exc):
             raise
-        log.info("database unavailable during a scrape; the outbox gauge keeps its last value")
-    return Response(metrics.render(), media_type=_MEDIA_TYPE)
+        log.info("database unavailable; the outbox gauge keeps its last value")
+
+
+async def keep_gauges_fresh(metrics: Metrics, db_engine: AsyncEngine) -> None:
+    """Refresh the database gauges every METRICS_REFRESH_INTERVAL, so that a scrape never reaches the database."""
+    while True:
+        try:
+            await refresh_gauges(metrics, db_engine)
+        except (sa_exc.SQLAlchemyError, OSError):
+            log.warning("could not refresh the database gauges; trying again later", exc_info=True)
+        await asyncio.sleep(metrics.settings.refresh_interval_s)
+
+
+def start_listener(settings: MetricsSettings) -> None:
+    """Serve every worker process's samples (prometheus-client's multiprocess folder, summed) on METRICS_HOST:
+    METRICS_PORT from a thread of this process: the one that starts the workers. Never on the API's port."""
+    from prometheus_client import multiprocess, start_http_server
+
+    if not settings.multiproc_dir:
+        raise ValueError("the metrics listener reads PROMETHEUS_MULTIPROC_DIR: set it before starting the workers")
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=settings.multiproc_dir)
+    start_http_server(settings.port, settings.host, registry)

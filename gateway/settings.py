@@ -215,6 +215,33 @@ class ServerSettings(_Base):
         validation_alias=AliasChoices("GATEWAY_CACHE_TTL"),
         description="Seconds a key or adapter lookup is cached in a process (changes drop it at once; 0: off).",
     )
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1,::1",
+        validation_alias=AliasChoices("GATEWAY_FORWARDED_ALLOW_IPS", "FORWARDED_ALLOW_IPS"),
+        description=(
+            "Peers whose X-Forwarded-For/-Proto are believed (comma-separated addresses or CIDR networks, * for "
+            "any): the reverse proxies in front. Audit rows record the client they name, and cookies are Secure "
+            "when they say https. Anyone else's forwarded headers are ignored."
+        ),
+    )
+    limit_concurrency: int = Field(
+        default=1024,
+        ge=1,
+        validation_alias=AliasChoices("GATEWAY_LIMIT_CONCURRENCY"),
+        description=(
+            "Open connections (idle keep-alive ones included) or requests in progress per worker process past "
+            "which uvicorn answers 503 at once instead of serving."
+        ),
+    )
+    max_header_bytes: int = Field(
+        default=16 * 1024,
+        ge=1024,
+        validation_alias=AliasChoices("GATEWAY_MAX_HEADER_BYTES"),
+        description=(
+            "Largest request head uvicorn's h11 parser buffers. Only the h11 parser has this bound: with httptools "
+            "(installed with the gateway, and faster) the head is unbounded, so the proxy in front must bound it."
+        ),
+    )
 
 
 class AdminSettings(_Base):
@@ -242,7 +269,25 @@ class MetricsSettings(_Base):
     multiproc_dir: str | None = Field(
         default=None,
         validation_alias=AliasChoices("PROMETHEUS_MULTIPROC_DIR"),
-        description="Shared folder for prometheus-client's multiprocess mode (set by `serve` for several workers).",
+        description="Shared folder for prometheus-client's multiprocess mode (`serve` makes one if unset).",
+    )
+    host: str = Field(
+        default="127.0.0.1",
+        validation_alias=AliasChoices("METRICS_HOST"),
+        description="Address of the Prometheus listener (its own port, never the API's): 0.0.0.0 in a container.",
+    )
+    port: int = Field(
+        default=9464,
+        ge=0,
+        le=65535,
+        validation_alias=AliasChoices("METRICS_PORT"),
+        description="Port of the Prometheus listener; it answers /metrics for every worker process together (0: none).",
+    )
+    refresh_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        validation_alias=AliasChoices("METRICS_REFRESH_INTERVAL"),
+        description="Seconds between updates of the gauges read from the database (billing backlog, pool use).",
     )
 
 

@@ -78,10 +78,10 @@ def test_prepaid_credit_holds_across_two_processes(
     assert sql.scalar("SELECT count(*) FROM open_requests WHERE tenant_id = $1", tenant) == 0
 
 
-def loads(url: str) -> dict[str, float]:
+def loads(metrics_url: str) -> dict[str, float]:
     """gateway_adapter_loads_total by result."""
     out: dict[str, float] = {}
-    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
+    for family in text_string_to_metric_families(httpx.get(f"{metrics_url}/metrics").text):
         if family.name == "gateway_adapter_loads":
             for s in family.samples:
                 if s.name.endswith("_total"):
@@ -125,7 +125,7 @@ def test_adapter_loads_wait_for_the_lock_every_process_shares(
     holder.start()
     try:
         assert locked.wait(10)
-        before = [loads(u) for u in (gateway.url, second_gateway.url)]
+        before = [loads(u) for u in (gateway.metrics_url, second_gateway.metrics_url)]
         urls = [gateway.url, second_gateway.url] * 2
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             pending = [pool.submit(post, u, t.headers, body) for u in urls]
@@ -138,6 +138,6 @@ def test_adapter_loads_wait_for_the_lock_every_process_shares(
     finally:
         release.set()
         holder.join(10)
-    after = [loads(u) for u in (gateway.url, second_gateway.url)]
+    after = [loads(u) for u in (gateway.metrics_url, second_gateway.metrics_url)]
     fresh = sum(a.get("loaded", 0) - b.get("loaded", 0) for a, b in zip(after, before, strict=True))
     assert fresh == 1  # one process loaded it; the other found it there

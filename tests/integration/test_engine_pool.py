@@ -73,7 +73,7 @@ class Pool:
         """A gateway counter or gauge by engine label, summed over the gateways."""
         out: dict[str, float] = Counter()
         for gw in self.gws:
-            text = httpx.get(f"{gw.url}/metrics").text
+            text = httpx.get(f"{gw.metrics_url}/metrics").text
             for f in text_string_to_metric_families(text):
                 if f.name == family:
                     for s in f.samples:

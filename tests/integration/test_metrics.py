@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.auth.keys import display_prefix, generate_key, hash_key
@@ -19,9 +19,10 @@ from tests.support.sql import Sql
 CHAT = [{"role": "user", "content": "hi"}]
 
 
-def scrape(url: str) -> dict[str, list[Any]]:
-    r = httpx.get(f"{url}/metrics")
-    assert r.status_code == 200 and r.headers["content-type"] == CONTENT_TYPE_LATEST  # charset once
+def scrape(metrics_url: str) -> dict[str, list[Any]]:
+    r = httpx.get(f"{metrics_url}/metrics")
+    # prometheus-client's listener picks the format from Accept; a plain client gets the classic text format.
+    assert r.status_code == 200 and r.headers["content-type"] == CONTENT_TYPE_PLAIN_0_0_4  # charset once
     return {f.name: f.samples for f in text_string_to_metric_families(r.text)}
 
 
@@ -58,11 +59,11 @@ def commits(families: dict[str, list[Any]], kind: str) -> tuple[float, float]:
 
 def test_counters_equal_the_usage_table(gateway: Any, make_tenant: Any, sql: Sql) -> None:
     t = make_tenant()
-    before = scrape(gateway.url)
+    before = scrape(gateway.metrics_url)
     before_m, before_db = token_totals(before), db_totals(sql)
     traffic(gateway.url, t.headers, 6)
     traffic(gateway.url, t.headers, 4, stream=True)
-    after = scrape(gateway.url)
+    after = scrape(gateway.metrics_url)
     after_m, after_db = token_totals(after), db_totals(sql)
     for kind in ("prompt", "completion"):
         assert after_m[kind] - before_m[kind] == after_db[kind] - before_db[kind] > 0
@@ -109,10 +110,10 @@ def series(families: dict[str, list[Any]]) -> int:
 
 def test_cardinality_is_bounded_with_1000_tenants(gateway: Any, many_tenants: list[dict[str, str]]) -> None:
     traffic(gateway.url, {"Authorization": f"Bearer {many_tenants[0]['key']}"}, 1)
-    baseline = series(scrape(gateway.url))
+    baseline = series(scrape(gateway.metrics_url))
     for t in many_tenants[1:60]:
         traffic(gateway.url, {"Authorization": f"Bearer {t['key']}"}, 1)
-    after = scrape(gateway.url)
+    after = scrape(gateway.metrics_url)
     assert series(after) == baseline  # 59 more tenants, not one more series
     assert not any("tenant" in s.labels for samples in after.values() for s in samples)
 
@@ -128,7 +129,7 @@ def tenant_labelled_gateway(gateway_env: dict[str, str]) -> Iterator[GatewayProc
 def test_per_tenant_labels_only_when_turned_on(tenant_labelled_gateway: GatewayProcess, make_tenant: Any) -> None:
     t = make_tenant()
     traffic(tenant_labelled_gateway.url, t.headers, 1)
-    tokens = scrape(tenant_labelled_gateway.url)["gateway_tokens"]
+    tokens = scrape(tenant_labelled_gateway.metrics_url)["gateway_tokens"]
     assert {s.labels.get("tenant") for s in tokens if s.name == "gateway_tokens_total"} == {t.id}
 
 
@@ -147,7 +148,7 @@ def test_counters_are_correct_across_two_worker_processes(
     two_workers: GatewayProcess, make_tenant: Any, sql: Sql
 ) -> None:
     t = make_tenant()
-    before_m, before_db = token_totals(scrape(two_workers.url)), db_totals(sql)
+    before_m, before_db = token_totals(scrape(two_workers.metrics_url)), db_totals(sql)
     with httpx.Client(timeout=60) as fresh:  # new connections spread over both workers
         for i in range(12):
             body = {"model": "tiny-base", "messages": CHAT, "max_tokens": 2 + i % 3}
@@ -155,8 +156,14 @@ def test_counters_are_correct_across_two_worker_processes(
                 f"{two_workers.url}/v1/chat/completions", headers={**t.headers, "Connection": "close"}, json=body
             )
             assert r.status_code == 200
-    after_m, after_db = token_totals(scrape(two_workers.url)), db_totals(sql)
+    after_m, after_db = token_totals(scrape(two_workers.metrics_url)), db_totals(sql)
     for kind in ("prompt", "completion"):
         assert after_m[kind] - before_m[kind] == after_db[kind] - before_db[kind] > 0
-    pids = {s.labels.get("pid") for samples in scrape(two_workers.url).values() for s in samples}
+    pids = {s.labels.get("pid") for samples in scrape(two_workers.metrics_url).values() for s in samples}
     assert pids == {None}  # merged across processes, no per-process series
+
+
+def test_metrics_are_served_on_their_own_port_only(gateway: Any) -> None:
+    """The API's port (the one a proxy makes public) has no /metrics; the listener on METRICS_PORT has."""
+    assert httpx.get(f"{gateway.url}/metrics").status_code == 404
+    assert "gateway_http_requests" in scrape(gateway.metrics_url)

@@ -27,14 +27,20 @@ class GatewayProcess:
     """`python -m gateway serve` in its own process, as in production."""
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.port = free_port()
-        self.env = {**os.environ, **env, "GATEWAY_PORT": str(self.port), "GATEWAY_HOST": "127.0.0.1"}
+        self.port, self.metrics_port = free_port(), free_port()
+        self.env = {**os.environ, "METRICS_PORT": str(self.metrics_port), **env}
+        self.env |= {"GATEWAY_PORT": str(self.port), "GATEWAY_HOST": "127.0.0.1"}
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        """The Prometheus listener (its own port): {metrics_url}/metrics."""
+        return f"http://127.0.0.1:{self.metrics_port}"
 
     def start(self, timeout_s: float = 60) -> None:
         log = self.log_path.open("ab")

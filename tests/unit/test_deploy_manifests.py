@@ -37,7 +37,7 @@ CHART = DEPLOY / "helm" / "lora-gateway"
 GATEWAY_IMAGE = "lora-gateway"
 NAMESPACE = "llm"
 REQUIRED = {
-    "secrets": {"databaseUrl": "postgresql://gw:pw@db.example:5432/gw", "adminToken": "t0ken"},
+    "secrets": {"databaseUrl": "postgresql://gw:pw@db.example:5432/gw", "adminToken": "t0ken", "engineApiKey": "k3y"},
     "model": {"volume": {"existingClaim": "base-model"}},
 }
 
@@ -288,10 +288,12 @@ def test_compose_pool_check_catches_a_broken_pool(case: str, monkeypatch: pytest
 def test_prometheus_and_grafana_config() -> None:
     prom = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
     jobs = {j["job_name"]: j for j in prom["scrape_configs"]}
-    assert jobs["gateway"]["metrics_path"] in app_paths()
+    # Each gateway on its metrics port: the API's port has no /metrics.
+    assert jobs["gateway"]["metrics_path"] == "/metrics" not in app_paths()
     (sd,) = jobs["gateway"]["dns_sd_configs"]
-    gateway_port = int(compose()["services"]["gateway"]["environment"]["GATEWAY_PORT"])
-    assert sd["names"] == ["gateway"] and sd["port"] == gateway_port
+    gateway_env = compose()["services"]["gateway"]["environment"]
+    assert sd["names"] == ["gateway"] and sd["port"] == int(gateway_env["METRICS_PORT"])
+    assert gateway_env["METRICS_HOST"] == "0.0.0.0" and str(sd["port"]) in compose()["services"]["gateway"]["expose"]
     engine_targets = {t.split(":")[0] for c in jobs["vllm"]["static_configs"] for t in c["targets"]}
     assert engine_targets == set(engine_services())
     grafana = compose()["services"]["grafana"]
@@ -462,8 +464,8 @@ def test_rendered_chart_is_valid_kubernetes(helm: str, tmp_path: Path, scenario:
     for monitor in by_kind(docs, "ServiceMonitor"):
         service = next(s for s in by_kind(docs, "Service") if s["metadata"]["name"] == monitor["metadata"]["name"])
         assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
-        assert {e["port"] for e in monitor["spec"]["endpoints"]} <= {p["name"] for p in service["spec"]["ports"]}
-        assert {e["path"] for e in monitor["spec"]["endpoints"]} <= app_paths()
+        assert {e["port"] for e in monitor["spec"]["endpoints"]} == {p["name"] for p in service["spec"]["ports"]}
+        assert {e["path"] for e in monitor["spec"]["endpoints"]} == {"/metrics"}
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
@@ -637,3 +639,151 @@ def test_values_file_pool_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (s.engine.load_factor, s.engine.load_floor) == (defaults["load_factor"], defaults["load_floor"])
     with pytest.raises(ValidationError, match="ENGINE_LOAD_FACTOR"):  # really parsed: a factor below 1 is refused
         settings_from({**env, "ENGINE_LOAD_FACTOR": "0.5"}, monkeypatch)
+
+
+# ---------------------------------------------------------------------------------------------- exposure
+
+
+def nginx_blocks(text: str) -> dict[str, Any]:
+    """nginx.conf as nested dicts: {directive: [args, …]} with blocks under "server", "location = /x" …"""
+    tokens = re.findall(r"[{};]|[^\s{};]+", re.sub(r"#[^\n]*", "", text))
+    root: dict[str, Any] = {}
+    stack, words = [root], []
+    for tok in tokens:
+        if tok == "{":
+            child: dict[str, Any] = {}
+            stack[-1][" ".join(words)] = child
+            stack.append(child)
+            words = []
+        elif tok == "}":
+            stack.pop()
+        elif tok == ";":
+            stack[-1].setdefault(words[0], []).append(" ".join(words[1:]))
+            words = []
+        else:
+            words.append(tok)
+    return root
+
+
+def _seconds(value: str) -> float:
+    return float(value[:-1]) * {"s": 1, "m": 60}[value[-1]] if value[-1] in "sm" else float(value)
+
+
+def _bytes(value: str) -> int:
+    return int(value[:-1]) * {"k": 1024, "m": 1024**2}[value[-1].lower()] if value[-1].isalpha() else int(value)
+
+
+UPLOAD_LOCATIONS = ("location = /v1/adapters", "location = /v1/files", "location ~ ^/v1/uploads/[^/]+/parts$")
+
+
+def test_nginx_bounds_slow_clients_and_buffers_all_but_uploads(monkeypatch: pytest.MonkeyPatch) -> None:
+    server = nginx_blocks((DEPLOY / "nginx.conf").read_text())["server"]
+    s = settings_from(compose_env(compose()["services"]["gateway"]), monkeypatch)
+    # A head or a body that trickles in is cut off by nginx: uvicorn has no such timeout.
+    assert _seconds(server["client_header_timeout"][0]) <= 30
+    assert _seconds(server["client_body_timeout"][0]) <= 60
+    assert _seconds(server["send_timeout"][0]) <= 120
+    assert _seconds(server["keepalive_timeout"][0]) < s.server.keep_alive_s  # nginx closes idle ones first
+    _count, size = server["large_client_header_buffers"][0].split()
+    assert _bytes(size) <= s.server.max_header_bytes  # the head is bounded here (httptools does not)
+    # Every request is read whole before a gateway sees it, except on the upload routes.
+    assert server["proxy_request_buffering"] == ["on"]
+    assert _bytes(server["client_max_body_size"][0]) == s.server.max_body_bytes
+    locations = {k: v for k, v in server.items() if k.startswith("location")}
+    assert "proxy_request_buffering" not in locations["location /"]
+    for name in UPLOAD_LOCATIONS:
+        assert locations[name]["proxy_request_buffering"] == ["off"], name
+        assert _bytes(locations[name]["client_max_body_size"][0]) == s.adapters.max_upload_bytes, name
+    buffered_off = {k for k, v in locations.items() if v.get("proxy_request_buffering") == ["off"]}
+    assert buffered_off == set(UPLOAD_LOCATIONS)
+    assert "/v1/adapters" in app_paths()
+
+
+def test_nginx_keeps_metrics_off_the_public_port() -> None:
+    server = nginx_blocks((DEPLOY / "nginx.conf").read_text())["server"]
+    assert server["location = /metrics"] == {"return": ["404"]}
+    assert "/metrics" not in app_paths()  # nor does the gateway's API port serve it
+
+
+def test_compose_trusts_forwarded_headers_from_the_proxy_network_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    services = compose()["services"]
+    s = settings_from(compose_env(services["gateway"]), monkeypatch)
+    (front,) = compose()["networks"]["front"]["ipam"]["config"]
+    assert s.server.forwarded_allow_ips == interpolate(front["subnet"]) != "*"
+    assert services["lb"]["networks"] == ["front"]  # nginx's address is in the trusted subnet
+    assert "front" in services["gateway"]["networks"]
+    on_front = {name for name, svc in services.items() if "front" in svc.get("networks", [])}
+    assert on_front == {"lb", "gateway"}  # no other container may speak for a client
+
+
+def test_compose_engines_require_the_key_the_gateway_sends(monkeypatch: pytest.MonkeyPatch) -> None:
+    gw_env = compose()["services"]["gateway"]["environment"]
+    s = settings_from(compose_env(compose()["services"]["gateway"]), monkeypatch)
+    assert s.engine.api_key is not None
+    assert "?" in gw_env["ENGINE_API_KEY"]  # required: compose refuses to start without it
+    for name, engine in engine_services().items():
+        # VLLM_API_KEY is vLLM's --api-key (vllm/entrypoints/.../middleware: `args.api_key or [envs.VLLM_API_KEY]`)
+        assert engine["environment"]["VLLM_API_KEY"] == gw_env["ENGINE_API_KEY"], name
+        assert "ports" not in engine, name
+
+
+def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return selector.items() <= labels.items()
+
+
+@pytest.mark.parametrize("scenario", sorted(s for s in SCENARIOS if SCENARIOS[s].get("engines", {}).get("enabled", 1)))
+def test_chart_engines_take_calls_from_the_gateway_only(helm: str, tmp_path: Path, scenario: str) -> None:
+    values = SCENARIOS[scenario]
+    docs = render(helm, tmp_path, values)
+    engine, deployment = one(docs, "StatefulSet"), one(docs, "Deployment")
+    (policy,) = by_kind(docs, "NetworkPolicy")
+    spec = policy["spec"]
+    assert _selects(spec["podSelector"]["matchLabels"], pod_labels(engine))
+    assert spec["policyTypes"] == ["Ingress"]
+    (rule,) = spec["ingress"]
+    (peer,) = rule["from"]
+    assert set(peer) == {"podSelector"}  # pods of this namespace, no namespaceSelector / ipBlock
+    assert _selects(peer["podSelector"]["matchLabels"], pod_labels(deployment))
+    assert not _selects(peer["podSelector"]["matchLabels"], pod_labels(engine))
+    assert not _selects(peer["podSelector"]["matchLabels"], one(docs, "Job")["spec"]["template"]["metadata"]["labels"])
+    (vllm,) = engine["spec"]["template"]["spec"]["containers"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": int(flag(vllm["args"], "--port") or 0)}]
+    # The engines require the key the gateway sends: one Secret entry, ENGINE_API_KEY, read by both.
+    (key,) = [e for e in vllm["env"] if e["name"] == "VLLM_API_KEY"]
+    ref = key["valueFrom"]["secretKeyRef"]
+    gw_secrets = [e["secretRef"]["name"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["envFrom"]
+                  if "secretRef" in e]  # fmt: skip
+    assert ref["key"] == "ENGINE_API_KEY" and [ref["name"]] == gw_secrets
+    assert flag(vllm["args"], "--api-key") is None  # not in the process list or vLLM's args log
+    for secret in by_kind(docs, "Secret"):
+        assert secret["stringData"]["ENGINE_API_KEY"] == values["secrets"]["engineApiKey"]
+
+
+def test_chart_engine_policy_takes_extra_peers_and_can_be_off(helm: str, tmp_path: Path) -> None:
+    prometheus = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    docs = render(helm, tmp_path, _merge(REQUIRED, {"networkPolicy": {"engineIngressFrom": [prometheus]}}))
+    rules = one(docs, "NetworkPolicy")["spec"]["ingress"]
+    assert [r["from"] for r in rules][1] == [prometheus]
+    assert not by_kind(render(helm, tmp_path, _merge(REQUIRED, {"networkPolicy": {"enabled": False}})), "NetworkPolicy")
+    with pytest.raises(subprocess.CalledProcessError) as exc:  # engines without a key: refused
+        render(helm, tmp_path, _merge(REQUIRED, {"secrets": {"engineApiKey": ""}}))
+    assert "secrets.engineApiKey" in exc.value.stderr
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_chart_metrics_and_proxies(helm: str, tmp_path: Path, scenario: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    docs = render(helm, tmp_path, SCENARIOS[scenario])
+    deployment = one(docs, "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    s = gateway_settings(docs, monkeypatch)
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": s.server.port, "metrics": s.metrics.port} and s.metrics.host == "0.0.0.0"
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(s.metrics.port) and annotations["prometheus.io/path"] == "/metrics"
+    services = {x["metadata"]["name"]: x for x in by_kind(docs, "Service")}
+    api = services[deployment["metadata"]["name"]]
+    assert [p["targetPort"] for p in api["spec"]["ports"]] == ["http"]  # the API's Service never shows /metrics
+    metrics = services[deployment["metadata"]["name"] + "-metrics"]
+    assert metrics["spec"]["type"] == "ClusterIP" and [p["targetPort"] for p in metrics["spec"]["ports"]] == ["metrics"]
+    assert _selects(metrics["spec"]["selector"], pod_labels(deployment))
+    assert s.server.forwarded_allow_ips not in {"", "*"}

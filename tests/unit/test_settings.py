@@ -76,3 +76,20 @@ def test_engine_pool_urls(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ENGINE_URL")
     monkeypatch.delenv("ENGINE_URLS")
     assert EngineSettings().pool_urls() == []
+
+
+def test_exposure_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("GATEWAY_FORWARDED_ALLOW_IPS", "FORWARDED_ALLOW_IPS", "METRICS_HOST", "METRICS_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    s = Settings()
+    # Metrics listen apart from the API, on loopback unless told; forwarded headers are believed from loopback only.
+    assert (s.metrics.host, s.metrics.port) == ("127.0.0.1", 9464) != (s.server.host, s.server.port)
+    assert s.server.forwarded_allow_ips == "127.0.0.1,::1"
+    assert s.server.limit_concurrency >= 1
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "10.0.0.0/8")  # uvicorn's own name works too
+    assert Settings().server.forwarded_allow_ips == "10.0.0.0/8"
+    monkeypatch.setenv("GATEWAY_FORWARDED_ALLOW_IPS", "172.30.80.0/24")  # ours wins
+    assert Settings().server.forwarded_allow_ips == "172.30.80.0/24"
+    monkeypatch.setenv("METRICS_PORT", "70000")
+    with pytest.raises(ValueError, match="METRICS_PORT"):
+        Settings()

@@ -20,9 +20,13 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 
-{{- define "lora-gateway.gatewaySelector" -}}
+{{- define "lora-gateway.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "lora-gateway.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "lora-gateway.gatewaySelector" -}}
+{{ include "lora-gateway.selectorLabels" . }}
 app.kubernetes.io/component: gateway
 {{- end -}}
 
