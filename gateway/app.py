@@ -29,6 +29,9 @@ from gateway.adapters.storage import AdapterStore
 from gateway.admin.engine_routes import AdminEngineController
 from gateway.admin.routes import AdminController
 from gateway.admin.usage_routes import AdminUsageController
+from gateway.admission.limits import Grant, RateLimiter
+from gateway.admission.open_requests import OpenRequests
+from gateway.admission.stopwatch import Observer
 from gateway.auth.dependencies import provide_caller
 from gateway.auth.service import KeyCache
 from gateway.cache import Invalidations
@@ -36,14 +39,11 @@ from gateway.dashboard.routes import dashboard_routes, template_config
 from gateway.engine.pool import EnginePool
 from gateway.errors import EXCEPTION_HANDLERS, DatabaseUnavailable
 from gateway.health.routes import healthz, readyz
-from gateway.limits.service import Grant, RateLimiter
 from gateway.metrics import Metrics, MetricsMiddleware, metrics_endpoint
 from gateway.proxy.routes import MaasController, OpenAIController
 from gateway.proxy.service import ProxyService
 from gateway.settings import Settings
 from gateway.usage.instances import Instance, new_instance_id
-from gateway.usage.open_requests import OpenRequests
-from gateway.usage.stopwatch import Observer
 from gateway.usage.writer import UsageWriter
 
 log = logging.getLogger(__name__)
@@ -85,9 +85,13 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Any:
         )
         engines.start()
         defaults = account_defaults(settings)
-        writer = UsageWriter(metering, on_commit=lambda conn, rows: ledger.charge_usage(conn, rows, defaults))
+        writer = UsageWriter(
+            metering,
+            on_commit=lambda conn, rows: ledger.charge_usage(conn, rows, defaults),
+            observe=_observer(metrics, "usage"),
+        )
         admission = Admission(defaults)
-        open_requests = OpenRequests(metering, admission, new_instance_id())
+        open_requests = OpenRequests(metering, admission, new_instance_id(), observe=_observer(metrics, "admission"))
         limiter = RateLimiter(metering)
         writer.on_closed = open_requests.closed
 
@@ -96,14 +100,11 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Any:
             limiter.settle(grant, 0)
 
         open_requests.on_abandoned = abandoned
-        open_requests.timed = _observer(metrics, "admission")
-        writer.timed = _observer(metrics, "usage")
         instance = Instance(metering, open_requests, writer, settings.server.instance_timeout_s)
         await instance.register()  # before any request is admitted: our open rows are never taken for orphans
         channel = Invalidations(settings.database.plain_url())
         listener = asyncio.create_task(channel.run(), name="cache-invalidations")
         ttl = settings.server.cache_ttl_s
-        writer.start()
         heartbeat = asyncio.create_task(instance.run(), name="instance-heartbeat")
         prune = asyncio.create_task(_prune_rate_counters(limiter), name="rate-counter-prune")
         stripe_worker = (
