@@ -19,7 +19,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 
@@ -143,18 +143,25 @@ class GroupCommit(Generic[T, R]):
             return
         watch.finished(self.observe, len(items), log, "%s of %d items", self.name, len(items))
         if self._committed is not None:
-            self._committed(items, outcomes)
+            self._hook(self._committed, items, outcomes)
         for e, outcome in zip(batch, outcomes, strict=True):
             future = e.future
             if future is None:
                 continue
             if future.cancelled():  # the caller stopped waiting while the batch ran
                 if self._abandoned is not None and not isinstance(outcome, Exception):
-                    self._abandoned(e.item, outcome)
+                    self._hook(self._abandoned, e.item, outcome)
             elif isinstance(outcome, Exception):
                 future.set_exception(outcome)
             else:
                 future.set_result(outcome)
+
+    def _hook(self, hook: Callable[..., None], *args: Any) -> None:
+        """A hook's bug is logged: the batch is committed, its callers must still hear of it."""
+        try:
+            hook(*args)
+        except Exception:
+            log.exception("%s: %s failed after the commit", self.name, getattr(hook, "__name__", hook))
 
     async def _transaction(self, items: list[T]) -> Sequence[R | Exception]:
         while True:

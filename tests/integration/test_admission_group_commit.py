@@ -227,3 +227,14 @@ async def test_nobody_waits_for_a_pushed_item_and_flush_waits_for_it(pool: async
     batches.wake()  # a batch with no items (the commit has work of its own)
     await batches.flush()
     assert woken == [2, 0]
+
+
+async def test_a_failing_hook_after_the_commit_leaves_no_caller_waiting(pool: asyncpg.Pool) -> None:
+    async def commit(conn: asyncpg.Connection, items: list[int]) -> list[int]:
+        return [await conn.fetchval("SELECT $1::int + 1", i) for i in items]
+
+    def committed(items: list[int], outcomes: object) -> None:
+        raise RuntimeError("a bug in a hook")
+
+    batches: GroupCommit[int, int] = GroupCommit(pool, commit, name="test", committed=committed)
+    assert await asyncio.wait_for(asyncio.gather(*(batches.submit(i) for i in range(3))), 10) == [1, 2, 3]
