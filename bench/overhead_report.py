@@ -254,7 +254,7 @@ def _failure_lines(results: dict[str, Any]) -> list[str]:
 # Each sample goes to the first bucket whose marker is on its stack (order matters: most specific first).
 BUCKETS = (
     ("usage write + billing charge (UsageWriter, group commit)", ("gateway/usage/writer", "billing/ledger")),
-    ("admission: open row, limits, holds (group commit)", ("gateway/usage/open_requests", "billing/admission")),
+    ("admission: open row, limits, holds (group commit)", ("gateway/admission/", "billing/admission")),
     ("key lookup (gateway/auth, cached)", ("gateway/auth/",)),
     ("model resolve (gateway/adapters, cached)", ("gateway/adapters/",)),
     ("engine call: aiohttp (gateway/engine)", ("gateway/engine/", "aiohttp/")),

@@ -31,19 +31,8 @@ from gateway import ids
 from gateway.db import create_engine, create_pool
 from gateway.settings import DatabaseSettings
 from gateway.timeutil import utcnow
-from gateway.usage.writer import UsageWriter, usage_row
-
-
-class CountingWriter(UsageWriter):
-    """UsageWriter as is, plus a record of each batch's size (the group commit's effect)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.batches: list[int] = []
-
-    async def _write(self, batch: list[Any], marks: dict[str, Any]) -> None:
-        await super()._write(batch, marks)
-        self.batches.append(len(batch))
+from gateway.usage.models import UsageStatus, usage_row
+from gateway.usage.writer import UsageWriter
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -69,8 +58,12 @@ async def _seed(engine: Any) -> tuple[str, str]:
 
 async def level(engine: Any, pool: Any, tenant: str, key: str, concurrency: int, seconds: float) -> dict[str, Any]:
     defaults = AccountDefaults("postpaid", 0, "usd")
-    writer = CountingWriter(pool, on_commit=lambda conn, rows: ledger.charge_usage(conn, rows, defaults))
-    writer.start()
+    batches: list[int] = []  # each commit's size: the group commit's effect
+    writer = UsageWriter(
+        pool,
+        on_commit=lambda conn, rows: ledger.charge_usage(conn, rows, defaults),
+        observe=lambda seconds, items: batches.append(items),
+    )
     prefix = f"req_c{concurrency}_{ids.new_id('', 6)}_"
     latencies: list[float] = []
     acked: list[str] = []
@@ -86,7 +79,7 @@ async def level(engine: Any, pool: Any, tenant: str, key: str, concurrency: int,
             row = usage_row(
                 request_id=rid, tenant_id=tenant, api_key_id=key, model="tiny-base", base_model="tiny-base",
                 adapter_id=None, endpoint="/v1/chat/completions", stream=False, prompt_tokens=60,
-                completion_tokens=16, status="ok", http_status=200, started_at=now, finished_at=now,
+                completion_tokens=16, status=UsageStatus.OK, http_status=200, started_at=now, finished_at=now,
             )  # fmt: skip
             t0 = time.perf_counter()
             await writer.record(row)
@@ -122,9 +115,9 @@ async def level(engine: Any, pool: Any, tenant: str, key: str, concurrency: int,
         "rows_per_s": len(acked) / elapsed,
         "p50_ms": _pct(latencies, 0.50),
         "p99_ms": _pct(latencies, 0.99),
-        "batches": len(writer.batches),
-        "mean_batch": statistics.mean(writer.batches) if writer.batches else 0,
-        "max_batch": max(writer.batches, default=0),
+        "batches": len(batches),
+        "mean_batch": statistics.mean(batches) if batches else 0,
+        "max_batch": max(batches, default=0),
         "cpu_per_1k_rows": cpu / max(1, len(acked)) * 1000,
         "stored": stored[0],
         "lost": len(acked) - stored[0],

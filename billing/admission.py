@@ -2,30 +2,21 @@
 
 Concurrent requests hold their worst-case cost (prompt estimate + max_tokens at the model's price) while in
 flight. The holds live with the caller's open-request rows in PostgreSQL, so they are shared by every gateway
-process and host; the caller serializes one tenant's admissions (a transaction-scoped lock) and passes in what
-the tenant's other open requests hold. This module only reads the ledger and decides.
+process and host; the caller (gateway/admission/) serializes one tenant's admissions (a transaction-scoped
+lock), reads the accounts and prices, and passes in what the tenant's other open requests hold. This module
+only decides: the arithmetic of the holds, no I/O.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from billing.errors import InsufficientQuota
-from billing.ledger import LATEST, PRICES_OF, AccountDefaults, price_book
+from billing.ledger import AccountDefaults
 from billing.money import MICROS_PER_MINOR
 from billing.rating import PriceVersion, choose_price
-from billing.sql import Queries
-
-# Each tenant's billing mode, credit and trial tokens as the ledger has them now, and the price versions of
-# the batch's models: one statement.
-_STATES_AND_PRICES = f"""
-    SELECT (
-        SELECT array_agg(ROW(a.tenant_id, a.mode, coalesce(l.balance_after_micros, 0), coalesce(l.trial_after, 0)))
-        FROM billing_accounts a LEFT JOIN ({LATEST}) AS l ON l.tenant_id = a.tenant_id
-        WHERE a.tenant_id = ANY($1::text[])
-    ) AS states, {PRICES_OF.format("$2")} AS prices
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,15 +42,14 @@ class Admission:
     def __init__(self, defaults: AccountDefaults) -> None:
         self._defaults = defaults
 
-    async def read(
-        self, q: Queries, tenant_ids: list[str], models: set[str]
-    ) -> tuple[dict[str, AccountState], dict[str, list[PriceVersion]]]:
-        """Each tenant's account state and the price book of `models`, read in the caller's transaction: a
-        price set a moment ago by another process applies at once. An admission batch reads them once."""
-        (row,) = await q.fetch(_STATES_AND_PRICES, tenant_ids, sorted(models))
-        found = {t: AccountState(mode, int(credit), int(trial)) for t, mode, credit, trial in row["states"] or ()}
+    def states(
+        self, tenant_ids: list[str], records: Iterable[tuple[str, str, int, int]] | None
+    ) -> dict[str, AccountState]:
+        """Each tenant's account state from (tenant, mode, credit micros, trial tokens) records; a tenant without
+        an account yet gets the defaults it will be opened with."""
+        found = {t: AccountState(mode, int(credit), int(trial)) for t, mode, credit, trial in records or ()}
         default = AccountState(self._defaults.mode, 0, self._defaults.trial_tokens)
-        return {t: found.get(t, default) for t in tenant_ids}, price_book(row["prices"])
+        return {t: found.get(t, default) for t in tenant_ids}
 
     def decide_priced(
         self,
@@ -73,8 +63,8 @@ class Admission:
     ) -> Ticket:
         """This request's hold, or InsufficientQuota. `held_*` is what the tenant's other open requests hold;
         read it BEFORE `state` in the same transaction: a request settling in between is then counted twice
-        (held and charged), never zero times. `book` comes from `read`, in the same transaction: a price
-        set a moment ago by another process applies at once."""
+        (held and charged), never zero times. `book` is read in the same transaction: a price set a moment
+        ago by another process applies at once."""
         if not state.prepaid:
             return Ticket()
         price = choose_price(book, adapter_id, base_model, datetime.now(UTC))

@@ -7,7 +7,7 @@ running balances are computed one writer at a time, across processes and hosts a
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -166,7 +166,7 @@ def price_book(records: Iterable[tuple[str, int, int, datetime]] | None) -> dict
     return book
 
 
-async def charge_usage(q: Queries, rows: list[dict[str, Any]], defaults: AccountDefaults) -> None:
+async def charge_usage(q: Queries, rows: Sequence[Mapping[str, Any]], defaults: AccountDefaults) -> None:
     """One charge per usage row, in the caller's transaction (the one that inserts the usage rows).
 
     Each row needs: request_id, tenant_id, adapter_id, base_model, prompt_tokens, completion_tokens,

@@ -30,6 +30,9 @@ from gateway.adapters.storage import AdapterStore
 from gateway.admin.engine_routes import AdminEngineController
 from gateway.admin.routes import AdminController
 from gateway.admin.usage_routes import AdminUsageController
+from gateway.admission.limits import Grant, RateLimiter
+from gateway.admission.open_requests import OpenRequests
+from gateway.admission.stopwatch import Observer
 from gateway.auth.dependencies import provide_caller
 from gateway.auth.service import KeyCache
 from gateway.cache import Invalidations
@@ -38,14 +41,11 @@ from gateway.engine.pool import EnginePool
 from gateway.errors import DatabaseUnavailable
 from gateway.health.routes import healthz, readyz
 from gateway.http_errors import EXCEPTION_HANDLERS
-from gateway.limits.service import Grant, RateLimiter
 from gateway.metrics import Metrics, MetricsMiddleware, keep_gauges_fresh
 from gateway.proxy.routes import MaasController, OpenAIController
 from gateway.proxy.service import ProxyService
 from gateway.settings import Settings
 from gateway.usage.instances import Instance, new_instance_id
-from gateway.usage.open_requests import OpenRequests
-from gateway.usage.stopwatch import Observer
 from gateway.usage.writer import UsageWriter
 
 log = logging.getLogger(__name__)
@@ -87,9 +87,13 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Any:
         )
         engines.start()
         defaults = account_defaults(settings)
-        writer = UsageWriter(metering, on_commit=lambda conn, rows: ledger.charge_usage(conn, rows, defaults))
+        writer = UsageWriter(
+            metering,
+            on_commit=lambda conn, rows: ledger.charge_usage(conn, rows, defaults),
+            observe=_observer(metrics, "usage"),
+        )
         admission = Admission(defaults)
-        open_requests = OpenRequests(metering, admission, new_instance_id())
+        open_requests = OpenRequests(metering, admission, new_instance_id(), observe=_observer(metrics, "admission"))
         limiter = RateLimiter(metering)
         writer.on_closed = open_requests.closed
 
@@ -98,14 +102,11 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Any:
             limiter.settle(grant, 0)
 
         open_requests.on_abandoned = abandoned
-        open_requests.timed = _observer(metrics, "admission")
-        writer.timed = _observer(metrics, "usage")
         instance = Instance(metering, open_requests, writer, settings.server.instance_timeout_s)
         await instance.register()  # before any request is admitted: our open rows are never taken for orphans
         channel = Invalidations(settings.database.plain_url())
         listener = asyncio.create_task(channel.run(), name="cache-invalidations")
         ttl = settings.server.cache_ttl_s
-        writer.start()
         heartbeat = asyncio.create_task(instance.run(), name="instance-heartbeat")
         prune = asyncio.create_task(_prune_rate_counters(limiter), name="rate-counter-prune")
         gauges = asyncio.create_task(keep_gauges_fresh(metrics, db_engine), name="metrics-gauges")

@@ -19,6 +19,8 @@ from typing import Any, Generic, TypeVar
 
 import asyncpg
 
+from gateway.admission.retry import Backoff
+
 log = logging.getLogger(__name__)
 
 CHANNEL = "gateway_cache"
@@ -30,8 +32,9 @@ class Invalidations:
     a value read from the database is cached only if the generation is the same as before the read, so a read
     that raced with a change is never kept."""
 
-    def __init__(self, dsn: str, ping_every_s: float = 2.0) -> None:
+    def __init__(self, dsn: str, ping_every_s: float = 2.0, backoff: Backoff | None = None) -> None:
         self._dsn = dsn
+        self._backoff = backoff or Backoff(0.2, 2.0)
         self._ping_every_s = ping_every_s
         self.live = False
         self.generation = 0
@@ -59,7 +62,6 @@ class Invalidations:
 
     async def run(self) -> None:
         """Listen until cancelled, reconnecting with backoff."""
-        delay = 0.2
         while True:
             conn: asyncpg.Connection | None = None
             try:
@@ -71,21 +73,20 @@ class Invalidations:
                 await conn.add_listener(CHANNEL, self._on_notify)
                 self._publish("*", "")  # anything cached before this point may have missed a notification
                 self.live = True
-                delay = 0.2
+                self._backoff.reset()
                 while not self._lost.is_set():
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._lost.wait(), self._ping_every_s)
                     if not self._lost.is_set():
                         await conn.fetchval("SELECT 1", timeout=self._ping_every_s)
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.info("cache invalidation channel: %s; retrying in %.1fs", exc, delay)
+                log.info("cache invalidation channel: %s; retrying in %.1fs", exc, self._backoff.next_s)
             finally:
                 task = asyncio.current_task()
                 self._down(stopping=task is not None and task.cancelling() > 0)  # shutdown is not a loss
                 if conn is not None:
                     conn.terminate()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            await self._backoff.wait()
 
 
 class TtlCache(Generic[V]):

@@ -12,12 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway import ids
+from gateway.admission.limits import Limits
 from gateway.auth.keys import KEY_PREFIX, bearer_token, display_prefix, generate_key, hash_key
 from gateway.auth.models import ApiKey, Tenant
 from gateway.cache import Invalidations, TtlCache
 from gateway.db import db_errors, guarded
 from gateway.errors import AuthenticationFailed, Conflict, InvalidRequest, NotFound, PermissionDenied
-from gateway.limits.service import Limits
 from gateway.settings import TenantDefaults
 from gateway.timeutil import utcnow
 

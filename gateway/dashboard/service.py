@@ -8,6 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import col
 
 from billing import ledger
 from gateway.admin import service as admin
@@ -16,7 +17,6 @@ from gateway.timeutil import utcnow
 from gateway.usage.models import UsageRecord
 from gateway.usage.queries import UsageFilter, usage_summary
 
-_U = UsageRecord.__table__  # type: ignore[attr-defined]
 _TOKENS = ("prompt_tokens", "completion_tokens")
 
 
@@ -146,12 +146,12 @@ async def tenant_page(db: AsyncEngine, tenant_id: str, window: Window, recent: i
 
 async def recent_requests(db: AsyncEngine, tenant_id: str, limit: int) -> list[dict[str, Any]]:
     """The tenant's last requests, newest first."""
-    u = _U.c
+    u = UsageRecord
     stmt = (
-        sa.select(u.request_id, u.started_at, u.model, u.adapter_id, u.api_key_id, u.endpoint, u.stream,
-                  u.prompt_tokens, u.completion_tokens, u.status, u.http_status, u.latency_ms)
-        .where(u.tenant_id == tenant_id)
-        .order_by(u.started_at.desc(), u.id.desc())
+        sa.select(*(col(c) for c in (u.request_id, u.started_at, u.model, u.adapter_id, u.api_key_id, u.endpoint,
+                  u.stream, u.prompt_tokens, u.completion_tokens, u.status, u.http_status, u.latency_ms)))
+        .where(col(u.tenant_id) == tenant_id)
+        .order_by(col(u.started_at).desc(), col(u.id).desc())
         .limit(limit)
     )  # fmt: skip
     async with guarded(), db.connect() as conn:

@@ -1,1 +1,1 @@
-"""Rate limits per tenant and per key: requests and tokens per minute, concurrent requests."""
+"""The rate_counters table (models.py); the rate limits themselves are gateway/admission/limits.py."""

@@ -17,17 +17,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway import ids
 from gateway.adapters import service as adapters
 from gateway.adapters.service import Target, TargetCache
+from gateway.admission.limits import Grant, RateLimiter
+from gateway.admission.open_requests import Opening, OpenRequests
 from gateway.auth.service import Caller
 from gateway.db import guarded
 from gateway.engine.client import stream_error
 from gateway.engine.pool import EnginePool
 from gateway.errors import EngineError, GatewayError
-from gateway.limits.service import Grant, RateLimiter
 from gateway.metrics import Metrics
 from gateway.proxy.sse import DONE, RunningUsage, Tokens, error_event, renamer, take_usage, tokens_of
 from gateway.timeutil import utcnow
-from gateway.usage.open_requests import Opening, OpenRequests
-from gateway.usage.writer import UsageWriter, usage_row
+from gateway.usage.models import UsageStatus, usage_row
+from gateway.usage.writer import UsageWriter
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class Relay:
     stack: contextlib.AsyncExitStack
     running: RunningUsage  # what the engine had produced by the last chunk relayed
     events: AsyncGenerator[bytes, None] = None  # type: ignore[assignment]  # set right after construction
-    status: str = "client_closed"  # how it ended, if it ended without its final usage
+    status: UsageStatus = UsageStatus.CLIENT_CLOSED  # how it ended, if it ended without its final usage
     closed: bool = False
     next_mark: float = 0.0  # when the running usage may be checkpointed again (the first one: at once)
     late_mark: asyncio.TimerHandle | None = None  # a checkpoint due at next_mark for chunks relayed before it
@@ -132,7 +133,7 @@ class ProxyService:
                 await self._record_failure(call, exc)
                 raise
             usage = answer.get("usage") or {}
-            await self._record(call, tokens_of(usage), "ok", 200)
+            await self._record(call, tokens_of(usage), UsageStatus.OK, 200)
         finally:
             await self._settle(call)
         answer["model"] = call.client_model
@@ -176,7 +177,7 @@ class ProxyService:
                         first = False
                         self.metrics.ttft.labels(call.endpoint, call.kind).observe(time.perf_counter() - call.clock)
                     if event == DONE:
-                        relay.status = "ok"
+                        relay.status = UsageStatus.OK
                     elif (failed := stream_error(event)) is not None:  # the engine gave up midway
                         log.warning("engine stream failed: %s", failed.message)
                         event = error_event(failed).rstrip()
@@ -188,7 +189,7 @@ class ProxyService:
                                 time.perf_counter() - call.clock
                             )
                             # Committed before the client sees the end of the stream (the write below).
-                            await self._record(call, tokens, "ok", 200)
+                            await self._record(call, tokens, UsageStatus.OK, 200)
                             if not call.wants_usage:
                                 continue
                         elif tokens is not None:
@@ -201,9 +202,9 @@ class ProxyService:
                 if out:
                     yield b"".join(out)  # one write for what one read from the engine brought
             if not call.metered:
-                relay.status = "engine_error"
+                relay.status = UsageStatus.ENGINE_ERROR
         except EngineError as exc:
-            relay.status = "engine_error"
+            relay.status = UsageStatus.ENGINE_ERROR
             log.warning("engine stream broke: %s", exc.message)
             yield error_event(exc)
         finally:
@@ -263,7 +264,7 @@ class ProxyService:
         call.engine = engine.url
         return result
 
-    async def _record(self, call: Call, tokens: Tokens, status: str, http_status: int) -> None:
+    async def _record(self, call: Call, tokens: Tokens, status: UsageStatus, http_status: int) -> None:
         t = call.target
         call.metered = True  # from here the row is queued: even if our wait is cancelled, it is written
         call.used_tokens = tokens.prompt + tokens.completion
@@ -295,7 +296,8 @@ class ProxyService:
         """A call the engine refused or failed still leaves a row (with no tokens)."""
         if exc.status_code == 503:  # never reached the engine
             return
-        await self._record(call, Tokens(), "rejected" if exc.status_code < 500 else "engine_error", exc.status_code)
+        status = UsageStatus.REJECTED if exc.status_code < 500 else UsageStatus.ENGINE_ERROR
+        await self._record(call, Tokens(), status, exc.status_code)
 
 
 def _worst_case_tokens(body: dict[str, Any], body_bytes: int, max_model_len: int) -> int:

@@ -1,6 +1,6 @@
 """Gateway processes announce themselves with a heartbeat; the open requests of a silent one are settled.
 
-A process that dies without a goodbye (kill -9) leaves open request rows (gateway/usage/open_requests.py).
+A process that dies without a goodbye (kill -9) leaves open request rows (gateway/admission/open_requests.py).
 Each process's row says until when it promises another heartbeat (its own timeout, so processes with
 different settings judge each other right). Every live process sweeps now and then: rows whose process
 missed that promise, and its own rows
@@ -20,27 +20,14 @@ from typing import Any
 import asyncpg
 
 from gateway import ids
+from gateway.admission import sql
+from gateway.admission.open_requests import OpenRequests
 from gateway.db import is_unavailable
 from gateway.timeutil import utcnow
-from gateway.usage.open_requests import OpenRequests
-from gateway.usage.writer import UsageWriter, usage_row
+from gateway.usage.models import UsageRow, UsageStatus, usage_row
+from gateway.usage.writer import UsageWriter
 
 log = logging.getLogger(__name__)
-
-_REGISTER = """
-    INSERT INTO gateway_instances (id, host, pid, started_at, heartbeat_at, expires_at)
-    VALUES ($1, $2, $3, now(), now(), now() + make_interval(secs => $4))
-    ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), expires_at = EXCLUDED.expires_at
-"""
-_GOODBYE = "DELETE FROM gateway_instances WHERE id = $1"
-_FORGET = "DELETE FROM gateway_instances WHERE expires_at < now() - interval '1 hour'"
-_ORPHANS = """
-    DELETE FROM open_requests o
-    WHERE (o.instance_id <> $1 AND NOT EXISTS (
-              SELECT 1 FROM gateway_instances g WHERE g.id = o.instance_id AND g.expires_at >= now()))
-       OR (o.instance_id = $1 AND NOT (o.request_id = ANY($2::text[])) AND o.started_at < $3)
-    RETURNING o.*
-"""
 
 
 def new_instance_id() -> str:
@@ -59,21 +46,21 @@ class Instance:
 
     async def register(self) -> None:
         async with self._pool.acquire() as conn:
-            await conn.execute(_REGISTER, self.id, socket.gethostname()[:200], os.getpid(), self.timeout_s)
+            await conn.execute(sql.REGISTER, self.id, socket.gethostname()[:200], os.getpid(), self.timeout_s)
 
     async def goodbye(self) -> None:
         """Graceful exit: our open rows are all settled by now; leftovers are settled by the others at once."""
         async with self._pool.acquire() as conn:
-            await conn.execute(_GOODBYE, self.id)
+            await conn.execute(sql.GOODBYE, self.id)
 
     async def sweep(self) -> int:
         """Settle orphaned open requests; the number settled."""
         before = utcnow() - timedelta(seconds=self.timeout_s)
         async with self._pool.acquire() as conn, conn.transaction():
-            orphans = await conn.fetch(_ORPHANS, self.id, list(self._open.live), before)
+            orphans = await conn.fetch(sql.ORPHANS, self.id, list(self._open.live), before)
             if orphans:
                 await self._writer.insert_usage(conn, [_lost(o) for o in orphans])
-            await conn.execute(_FORGET)
+            await conn.execute(sql.FORGET)
         if orphans:
             log.warning("settled %d open requests of gateway processes that died", len(orphans))
         return len(orphans)
@@ -98,7 +85,7 @@ class Instance:
                     log.exception("heartbeat or sweep failed; retried in %.0fs", beat)
 
 
-def _lost(o: Any) -> dict[str, Any]:
+def _lost(o: Any) -> UsageRow:
     now = utcnow()
     return usage_row(
         request_id=o["request_id"],
@@ -111,7 +98,7 @@ def _lost(o: Any) -> dict[str, Any]:
         stream=o["stream"],
         prompt_tokens=o["prompt_tokens"],
         completion_tokens=o["completion_tokens"],
-        status="gateway_lost",
+        status=UsageStatus.GATEWAY_LOST,
         http_status=200,
         started_at=o["started_at"],
         finished_at=now,

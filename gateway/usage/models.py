@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
+from typing import TypedDict
 
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
 from gateway.timeutil import tz_field
+
+
+class UsageStatus(StrEnum):
+    """How a metered request ended (usage_records.status)."""
+
+    OK = "ok"  # answered in full
+    REJECTED = "rejected"  # the engine refused it (HTTP 4xx), no tokens
+    ENGINE_ERROR = "engine_error"  # the engine failed (HTTP 5xx), or its stream broke midway
+    CLIENT_CLOSED = "client_closed"  # the client hung up before the end of its stream
+    GATEWAY_LOST = "gateway_lost"  # the gateway serving it died; billed from its last checkpoint by a sweep
 
 
 class UsageRecord(SQLModel, table=True):
@@ -31,7 +43,7 @@ class UsageRecord(SQLModel, table=True):
     stream: bool = False
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    status: str = Field(max_length=20, description="ok | engine_error | client_closed")
+    status: str = Field(max_length=20, description=" | ".join(UsageStatus))
     http_status: int = 200
     started_at: datetime = tz_field()
     finished_at: datetime = tz_field()
@@ -77,3 +89,61 @@ class GatewayInstance(SQLModel, table=True):
     started_at: datetime = tz_field()
     heartbeat_at: datetime = tz_field()
     expires_at: datetime = tz_field(index=True)  # silent past this, it is dead (its own timeout)
+
+
+class UsageRow(TypedDict):
+    """A usage_records row on the per-request path: a plain dict, no ORM object. Its keys are the table's
+    columns but `id` (tests/unit/test_usage_row.py checks it); gateway/admission/sql.py inserts them."""
+
+    request_id: str
+    tenant_id: str
+    api_key_id: str
+    model: str
+    base_model: str
+    adapter_id: str | None
+    endpoint: str
+    stream: bool
+    prompt_tokens: int
+    completion_tokens: int
+    status: UsageStatus
+    http_status: int
+    started_at: datetime
+    finished_at: datetime
+    latency_ms: int
+
+
+def usage_row(
+    *,
+    request_id: str,
+    tenant_id: str,
+    api_key_id: str,
+    model: str,
+    base_model: str,
+    adapter_id: str | None,
+    endpoint: str,
+    stream: bool,
+    prompt_tokens: int,
+    completion_tokens: int,
+    status: UsageStatus,
+    http_status: int,
+    started_at: datetime,
+    finished_at: datetime,
+) -> UsageRow:
+    """A usage row; its latency is the time from start to finish."""
+    return UsageRow(
+        request_id=request_id,
+        tenant_id=tenant_id,
+        api_key_id=api_key_id,
+        model=model,
+        base_model=base_model,
+        adapter_id=adapter_id,
+        endpoint=endpoint,
+        stream=stream,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        status=status,
+        http_status=http_status,
+        started_at=started_at,
+        finished_at=finished_at,
+        latency_ms=int((finished_at - started_at).total_seconds() * 1000),
+    )

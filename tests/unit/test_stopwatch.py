@@ -7,7 +7,7 @@ import re
 import time
 from typing import Any
 
-from gateway.usage.stopwatch import Stopwatch
+from gateway.admission.stopwatch import Stopwatch
 
 _LINE = r"(\d+\.\d)s \((\d+\.\d)s of this process's CPU, (\d+\.\d)s waiting for a CPU\)"
 

@@ -3,9 +3,10 @@
 Requests and tokens per minute are fixed one-minute windows counted in PostgreSQL, one row per limited subject
 (tenant, key) and minute, so they are exact across every gateway process and host. Tokens are reserved up
 front (prompt estimate + max_tokens) and corrected to the real count when the request settles. Concurrent
-requests are counted from the open-request rows (gateway/usage/open_requests.py), also shared by all processes.
+requests are counted from the open-request rows (gateway/admission/open_requests.py), also shared by all
+processes.
 
-A request is counted in its windows by the transaction that admits it (gateway/usage/open_requests.py, with
+A request is counted in its windows by the transaction that admits it (gateway/admission/open_requests.py, with
 `lock_windows`, `refusal`, `count` and `add_counts` below): one commit for the admission, the windows and the
 open row. Corrections are group-committed by RateLimiter: the ones that arrive while a transaction runs share
 the next one (each counter row locked once, in sorted order, then one update), and nobody waits for them.
@@ -13,37 +14,16 @@ the next one (each counter row locked once, in sorted order, then one update), a
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import asyncpg
 
-from gateway.db import guarded, is_unavailable
+from gateway.admission import sql
+from gateway.admission.group_commit import GroupCommit
+from gateway.db import guarded
 from gateway.errors import RateLimited
-
-log = logging.getLogger(__name__)
-
-# Lock (creating them at 0) the counter rows a batch touches, in sorted order so that two batches never wait for
-# each other in a cycle, and read them. A NULL window is the current minute: the statement's, not the
-# transaction's (an admission reaches this after waiting for its tenants' locks). ON CONFLICT DO UPDATE reads
-# the newest version of a row, committed after this statement's snapshot or not.
-_LOCK = """
-    INSERT INTO rate_counters (subject, window_start, requests, tokens)
-    SELECT DISTINCT s, coalesce(w, date_trunc('minute', statement_timestamp())), 0, 0
-    FROM unnest($1::text[], $2::timestamptz[]) AS u(s, w) ORDER BY 1, 2
-    ON CONFLICT (subject, window_start) DO UPDATE SET requests = rate_counters.requests
-    RETURNING subject, window_start, requests, tokens,
-      ceil(extract(epoch FROM (window_start + interval '1 minute' - statement_timestamp())))::int AS reset_s
-"""
-_ADD = """
-    UPDATE rate_counters c SET requests = c.requests + d.r, tokens = greatest(c.tokens + d.t, 0)
-    FROM unnest($1::text[], $2::timestamptz[], $3::integer[], $4::bigint[]) AS d(s, w, r, t)
-    WHERE c.subject = d.s AND c.window_start = d.w
-"""
-_PRUNE = "DELETE FROM rate_counters WHERE window_start < now() - interval '5 minutes'"
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +96,7 @@ async def lock_windows(conn: asyncpg.Connection, subjects: set[str]) -> dict[str
     ordered = sorted(subjects)
     return {
         r["subject"]: Window(r["requests"], r["tokens"], r["reset_s"], r["window_start"])
-        for r in await conn.fetch(_LOCK, ordered, [None] * len(ordered))
+        for r in await conn.fetch(sql.LOCK_WINDOWS, ordered, [None] * len(ordered))
     }
 
 
@@ -163,8 +143,16 @@ async def _add(conn: asyncpg.Connection, added: dict[tuple[str, datetime], list[
     if added:
         keys = sorted(added)
         await conn.execute(
-            _ADD, [k[0] for k in keys], [k[1] for k in keys], [added[k][0] for k in keys], [added[k][1] for k in keys]
+            sql.ADD_TO_WINDOWS,
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [added[k][0] for k in keys],
+            [added[k][1] for k in keys],
         )
+
+
+# A token correction: (subject, window start, tokens to add, negative to give back).
+_Correction = tuple[str, datetime, int]
 
 
 class RateLimiter:
@@ -172,47 +160,33 @@ class RateLimiter:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
-        self._corrections: list[tuple[str, datetime, int]] = []  # (subject, window, token delta)
-        self._draining: asyncio.Task[None] | None = None
+        self._corrections: GroupCommit[_Correction, None] = GroupCommit(
+            pool, _correct, name="rate-limit corrections", max_batch=4096
+        )
 
     def settle(self, grant: Grant, used_tokens: int) -> None:
         """The request is over: correct its reserved tokens to the real count, with the next batch. Nobody
         waits for it; if the database is unavailable it is dropped (the window keeps the reservation)."""
         delta = used_tokens - grant.reserved_tokens
         if grant.windows and delta != 0:
-            self._corrections += [(subject, window, delta) for subject, window in grant.windows]
-            if self._draining is None:
-                self._draining = asyncio.create_task(self._drain(), name="rate-limits")
+            for subject, window in grant.windows:
+                self._corrections.push((subject, window, delta))
         grant.windows = []
 
     async def prune(self) -> None:
         async with guarded(), self._pool.acquire() as conn:
-            await conn.execute(_PRUNE)
+            await conn.execute(sql.PRUNE_WINDOWS)
 
     async def flush(self) -> None:
         """Wait until what is queued is written (at shutdown)."""
-        while self._draining is not None:
-            await asyncio.shield(self._draining)
+        await self._corrections.flush()
 
-    async def _drain(self) -> None:
-        try:
-            while self._corrections:
-                corrections, self._corrections = self._corrections, []
-                try:
-                    await self._correct(corrections)
-                except Exception as exc:
-                    if is_unavailable(exc):
-                        log.warning("database unavailable: %d rate-limit corrections dropped", len(corrections))
-                    else:
-                        log.exception("rate-limit corrections failed (%d dropped)", len(corrections))
-        finally:
-            self._draining = None
 
-    async def _correct(self, corrections: list[tuple[str, datetime, int]]) -> None:
-        added: dict[tuple[str, datetime], list[int]] = defaultdict(lambda: [0, 0])
-        for subject, window, delta in corrections:
-            added[(subject, window)][1] += delta
-        keys = sorted(added)
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.fetch(_LOCK, [k[0] for k in keys], [k[1] for k in keys])  # in sorted order
-            await _add(conn, added)
+async def _correct(conn: asyncpg.Connection, corrections: list[_Correction]) -> list[None]:
+    added: dict[tuple[str, datetime], list[int]] = defaultdict(lambda: [0, 0])
+    for subject, window, delta in corrections:
+        added[(subject, window)][1] += delta
+    keys = sorted(added)
+    await conn.fetch(sql.LOCK_WINDOWS, [k[0] for k in keys], [k[1] for k in keys])  # in sorted order
+    await _add(conn, added)
+    return [None] * len(corrections)
