@@ -32,6 +32,7 @@ from gateway.admin.usage_routes import AdminUsageController
 from gateway.auth.dependencies import provide_caller
 from gateway.auth.service import KeyCache
 from gateway.cache import Invalidations
+from gateway.csrf import csrf_middleware
 from gateway.dashboard.routes import dashboard_routes, template_config
 from gateway.engine.pool import EnginePool
 from gateway.errors import EXCEPTION_HANDLERS, DatabaseUnavailable
@@ -185,7 +186,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             *dashboard_routes(settings),
         ],
         lifespan=[_lifespan(settings, metrics)],
-        middleware=[DefineMiddleware(MetricsMiddleware, metrics=metrics)],
+        middleware=[DefineMiddleware(MetricsMiddleware, metrics=metrics), csrf_middleware(settings)],
         state=State({"settings": settings, "metrics": metrics}),
         dependencies={
             "db_engine": _from_state("db_engine"),
