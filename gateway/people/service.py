@@ -38,7 +38,9 @@ def normalize_email(email: str) -> str:
 
 async def create_operator(session: AsyncSession, *, email: str, name: str, password: str, role: str) -> User:
     """A new operator user (owner, billing or viewer)."""
-    return await _create(session, email=email, name=name, password=password, role=OperatorRole(role), tenant=None)
+    return await _create(
+        session, email=email, name=name, password=password, role=_role(OperatorRole, role), tenant=None
+    )
 
 
 async def create_tenant_user(
@@ -51,7 +53,18 @@ async def create_tenant_user(
     if role is None:  # the tenant row is locked: two first sign-ups cannot both become owner
         has_users = (await session.exec(select(User.id).where(User.tenant_id == tenant_id).limit(1))).first()
         role = TenantRole.MEMBER if has_users else TenantRole.OWNER
-    return await _create(session, email=email, name=name, password=password, role=TenantRole(role), tenant=tenant_id)
+    return await _create(
+        session, email=email, name=name, password=password, role=_role(TenantRole, role), tenant=tenant_id
+    )
+
+
+def _role(kind: type[OperatorRole] | type[TenantRole], role: str) -> str:
+    try:
+        return kind(role).value
+    except ValueError:
+        raise InvalidRequest(
+            f"Unknown role {role!r}: one of {', '.join(r.value for r in kind)}.", param="role"
+        ) from None
 
 
 async def _create(
