@@ -109,7 +109,7 @@ def _sync_stripe(settings: Settings, args: argparse.Namespace) -> None:
         sys.exit(1)
 
 
-def _settings() -> Settings:
+def settings_or_exit() -> Settings:
     """The settings, or exit with one line per wrong one (never a traceback, never the rejected value)."""
     try:
         return Settings()
@@ -119,7 +119,7 @@ def _settings() -> Settings:
             where = ".".join(str(part) for part in error["loc"])
             message = error["msg"].removeprefix("Value error, ")
             problems.append(message if message.startswith(where) else f"{where}: {message}")
-        raise SystemExit("python -m gateway: " + "; ".join(problems)) from None
+        raise SystemExit("invalid setting: " + "; ".join(problems)) from None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     operators.add_parsers(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args.run(_settings(), args)
+    args.run(settings_or_exit(), args)
 
 
 if __name__ == "__main__":
