@@ -230,7 +230,7 @@ def main() -> None:
     pg = EmbeddedPostgres(run_dir / "postgres")
     db_url = pg.start()
     upgrade(db_url)
-    admin_token, master_key = secrets.token_urlsafe(16), "sk-" + secrets.token_hex(16)
+    admin_token, master_key = secrets.token_urlsafe(32), "sk-" + secrets.token_hex(16)
     mock = procs.mock(procs.free_port(), args.latency_ms, args.tokens, run_dir)
     services: list[Service] = [mock]
     rss = procs.RssSampler()

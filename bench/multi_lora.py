@@ -368,7 +368,7 @@ def main() -> None:
         if "gateway" in s.paths:
             db_url = pg.start()
             upgrade(db_url)
-            stack.admin_token = secrets.token_urlsafe(16)
+            stack.admin_token = secrets.token_urlsafe(32)
             gw = procs.gateway(db_url, engine.url, procs.free_port(), 1, stack.admin_token, run_dir)
             gw.start()
             gw.wait_until(lambda b: httpx.get(b + "/readyz", timeout=2).status_code == 200)

@@ -23,6 +23,7 @@ from devstack.demo import TOKEN_FILE, answers, demo_columns, render
 from devstack.engine import EngineOptions, LocalEngine
 from devstack.postgres import EmbeddedPostgres
 from devstack.seed import seed_demo
+from gateway.cli import settings_or_exit
 from gateway.migrate import upgrade
 from gateway.settings import Settings
 
@@ -73,7 +74,7 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) ->
 
 
 def main() -> None:
-    settings = Settings()
+    settings = settings_or_exit()  # a wrong setting (say a short GATEWAY_ADMIN_TOKEN) is one line, not a traceback
     data_dir = settings.storage.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, GATEWAY_DATA_DIR=str(data_dir))

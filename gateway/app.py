@@ -36,6 +36,7 @@ from gateway.admission.stopwatch import Observer
 from gateway.auth.dependencies import provide_caller
 from gateway.auth.service import KeyCache
 from gateway.cache import Invalidations
+from gateway.csrf import csrf_middleware
 from gateway.dashboard.routes import dashboard_routes, template_config
 from gateway.engine.pool import EnginePool
 from gateway.errors import DatabaseUnavailable
@@ -192,7 +193,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             *dashboard_routes(settings),
         ],
         lifespan=[_lifespan(settings, metrics)],
-        middleware=[DefineMiddleware(MetricsMiddleware, metrics=metrics)],
+        middleware=[DefineMiddleware(MetricsMiddleware, metrics=metrics), csrf_middleware(settings)],
         state=State({"settings": settings, "metrics": metrics}),
         dependencies={
             "db_engine": _from_state("db_engine"),

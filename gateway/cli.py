@@ -1,4 +1,4 @@
-"""Command line: `python -m gateway serve | migrate | billing …`."""
+"""Command line: `python -m gateway serve | migrate | billing … | operators …`."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ import sys
 import tempfile
 from typing import Any
 
+from pydantic import ValidationError
+
+from gateway.people import cli as operators
 from gateway.settings import Settings
 
 
@@ -118,6 +121,19 @@ def _sync_stripe(settings: Settings, args: argparse.Namespace) -> None:
         sys.exit(1)
 
 
+def settings_or_exit() -> Settings:
+    """The settings, or exit with one line per wrong one (never a traceback, never the rejected value)."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"])
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(message if message.startswith(where) else f"{where}: {message}")
+        raise SystemExit("invalid setting: " + "; ".join(problems)) from None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m gateway", description="The LoRA gateway.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -137,9 +153,10 @@ def main(argv: list[str] | None = None) -> None:
     billing.add_parser(
         "sync-stripe", help="send closed invoices waiting in the outbox to Stripe (one pass)"
     ).set_defaults(run=_sync_stripe)
+    operators.add_parsers(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args.run(Settings(), args)
+    args.run(settings_or_exit(), args)
 
 
 if __name__ == "__main__":

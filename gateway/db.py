@@ -28,6 +28,7 @@ def metadata() -> type[SQLModel]:
     from gateway.audit import models as _audit  # noqa: F401
     from gateway.auth import models as _auth  # noqa: F401
     from gateway.limits import models as _limits  # noqa: F401
+    from gateway.people import models as _people  # noqa: F401
     from gateway.usage import models as _usage  # noqa: F401
 
     return SQLModel

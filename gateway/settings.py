@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from billing.settings import BillingSettings
 
 
 class _Base(BaseSettings):
-    model_config = SettingsConfigDict(env_file=None, extra="ignore", populate_by_name=True)
+    # hide_input_in_errors: a rejected value may be a secret (a short admin token, a URL with its password).
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", populate_by_name=True, hide_input_in_errors=True)
 
 
 class DatabaseSettings(_Base):
@@ -244,11 +246,75 @@ class ServerSettings(_Base):
     )
 
 
+ADMIN_TOKEN_MIN_LENGTH = 32
+
+
 class AdminSettings(_Base):
     token: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("GATEWAY_ADMIN_TOKEN"),
-        description="Bearer token of the admin API; unset disables the admin API.",
+        description="Bearer token of the admin API and the first owner's way into the dashboard; at least "
+        f"{ADMIN_TOKEN_MIN_LENGTH} characters; unset disables the admin API.",
+    )
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _long_enough(cls, value: object) -> object:
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if raw == "":
+            return None  # `GATEWAY_ADMIN_TOKEN=` in an env file: unset
+        if isinstance(raw, str) and len(raw) < ADMIN_TOKEN_MIN_LENGTH:
+            raise ValueError(
+                f"GATEWAY_ADMIN_TOKEN must be at least {ADMIN_TOKEN_MIN_LENGTH} characters (it has {len(raw)}); "
+                "make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        return value
+
+
+class SessionSettings(_Base):
+    """Browser sign-in (dashboard, console): server-side sessions and failed sign-in throttling."""
+
+    idle_minutes: float = Field(
+        default=60,
+        gt=0,
+        validation_alias=AliasChoices("SESSION_IDLE_MINUTES"),
+        description="A session unused this long is over.",
+    )
+    max_hours: float = Field(
+        default=12,
+        gt=0,
+        validation_alias=AliasChoices("SESSION_MAX_HOURS"),
+        description="A session is over this long after sign-in, however busy.",
+    )
+    cookie_secure: Literal["auto", "true", "false"] = Field(
+        default="auto",
+        validation_alias=AliasChoices("SESSION_COOKIE_SECURE"),
+        description="Secure flag of the session and CSRF cookies: auto (when the request came over https), "
+        "true (always: set it behind a TLS proxy whose forwarded headers are not trusted) or false.",
+    )
+    secret: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SESSION_SECRET"),
+        description="Key that signs CSRF tokens, the same in every process; unset: one generated once in "
+        "<GATEWAY_DATA_DIR>/session-secret.",
+    )
+    signin_max_failures: int = Field(
+        default=5,
+        ge=1,
+        validation_alias=AliasChoices("SIGNIN_MAX_FAILURES"),
+        description="Failed sign-ins to one account in the window, after which its sign-ins are refused (429).",
+    )
+    signin_max_failures_per_address: int = Field(
+        default=20,
+        ge=1,
+        validation_alias=AliasChoices("SIGNIN_MAX_FAILURES_PER_ADDRESS"),
+        description="Failed sign-ins from one client address in the window, after which its sign-ins are refused.",
+    )
+    signin_window_minutes: float = Field(
+        default=15,
+        gt=0,
+        validation_alias=AliasChoices("SIGNIN_FAILURE_WINDOW_MINUTES"),
+        description="How long a failed sign-in counts.",
     )
 
 
@@ -303,6 +369,7 @@ class Settings(_Base):
     billing: BillingSettings = Field(default_factory=BillingSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     tenants: TenantDefaults = Field(default_factory=TenantDefaults)
+    sessions: SessionSettings = Field(default_factory=SessionSettings)
 
 
 def to_asyncpg_url(url: str) -> str:

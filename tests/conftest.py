@@ -102,7 +102,7 @@ def second_engine(models_dir: Path, workdir: Path) -> Iterator[LocalEngine]:
 
 @pytest.fixture(scope="session")
 def admin_token() -> str:
-    return secrets.token_urlsafe(16)
+    return secrets.token_urlsafe(32)  # the gateway refuses an admin token under 32 characters
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@
 
 Existing tenants keep their behaviour: their null rate limits (unlimited until now) become 0 (unlimited).
 
-Revision ID: h7_tenant_quotas
+Revision ID: 20261207_0009
 Revises: 20261126_0008
 Create Date: 2026-12-07 22:40:00.000000
 """
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from alembic import op
 
-revision: str = "h7_tenant_quotas"
+revision: str = "20261207_0009"
 down_revision: str | None = "20261126_0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

@@ -17,7 +17,9 @@ class AuditEntry(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True, sa_type=sa.BigInteger)
     at: datetime = tz_field(default_now=True, index=True)
-    actor: str = Field(max_length=100, description="'admin' or the tenant key id that acted")
+    actor: str = Field(
+        max_length=320, description="'admin', 'operator:<e-mail>', the tenant key id that acted, or the e-mail tried"
+    )
     action: str = Field(max_length=60, index=True)
     target: str | None = Field(default=None, max_length=200)
     detail: dict[str, Any] | None = Field(default=None, sa_type=JSONB)

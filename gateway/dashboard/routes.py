@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, Router, get, post
-from litestar.enums import RequestEncodingType
 from litestar.exceptions import HTTPException
-from litestar.params import Body, Parameter
+from litestar.params import Parameter
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
@@ -17,59 +16,21 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.admin import service as admin
-from gateway.audit.service import Actor
+from gateway.audit.service import Actor, client_ip
 from gateway.dashboard import charts, service, session
+from gateway.dashboard.account import AccountController
 from gateway.dashboard.format import FILTERS
+from gateway.dashboard.pages import STATIC, page
+from gateway.dashboard.signin import SignInController
 from gateway.errors import GatewayError
+from gateway.people import sessions, web
 from gateway.settings import Settings
 
 HERE = Path(__file__).parent
-STATIC = "/admin/dashboard/static"
-Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
-_HEADERS = {
-    # Scripts and styles only from our own static files; no framing (the revoke button), no referrer, no caching.
-    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-    "X-Content-Type-Options": "nosniff",
-}
-
-
-def _page(request: Request[Any, Any, Any], name: str, status_code: int = 200, **context: Any) -> Template:
-    flash = request.session.pop("flash", None) if request.scope.get("session") else None
-    return Template(
-        template_name=name,
-        context={"static": STATIC, "csrf": session.csrf_token(request) if session.signed_in(request) else "",
-                 "csrf_field": session.CSRF_FIELD, "flash": flash, **context},
-        status_code=status_code,
-        headers=_HEADERS,
-    )  # fmt: skip
 
 
 def _window(name: str) -> service.Window:
     return service.WINDOWS.get(name, service.WINDOWS["24h"])
-
-
-class SignInController(Controller):
-    """The only dashboard pages that need no session."""
-
-    @get("/login", include_in_schema=False)
-    async def login_form(self, request: Request[Any, Any, Any]) -> Template | Redirect:
-        if session.signed_in(request):
-            return Redirect("/admin", status_code=303)
-        return _page(request, "login.html")
-
-    @post("/login", include_in_schema=False, status_code=303)
-    async def login(self, request: Request[Any, Any, Any], data: Form, settings: Settings) -> Template | Redirect:
-        # No CSRF token here: a forged sign-in would need the admin token itself. The token travels in the body only.
-        if not session.token_matches(settings, data.get("token", "")):
-            disabled = settings.admin.token is None
-            error = "The dashboard is disabled: set GATEWAY_ADMIN_TOKEN." if disabled else "That admin token is wrong."
-            return _page(request, "login.html", status_code=401, error=error)
-        session.start(request)
-        return Redirect("/admin", status_code=303)
 
 
 class DashboardController(Controller):
@@ -83,7 +44,7 @@ class DashboardController(Controller):
         w = _window(window)
         data = await service.overview(db_engine, w)
         currency = settings.billing.currency
-        return _page(
+        return page(
             request, "overview.html", data=data, window=w, windows=list(service.WINDOWS), currency=currency,
             in_flight=service.in_flight(request.app.state),
             charts=charts.overview(data, w, currency),
@@ -97,23 +58,19 @@ class DashboardController(Controller):
         w = _window(window)
         data = await service.tenant_page(db_engine, tenant_id, w)
         currency = data["balance"].currency
-        return _page(request, "tenant.html", data=data, window=w, windows=list(service.WINDOWS), currency=currency,
-                     charts=charts.tenant(data, w, currency))  # fmt: skip
+        return page(request, "tenant.html", data=data, window=w, windows=list(service.WINDOWS), currency=currency,
+                    charts=charts.tenant(data, w, currency))  # fmt: skip
 
-    @post("/dashboard/keys/{key_id:str}/revoke", include_in_schema=False, status_code=303)
-    async def revoke(
-        self, request: Request[Any, Any, Any], key_id: str, data: Form, db_session: AsyncSession
-    ) -> Redirect:
-        session.check_csrf(request, data)
-        key = await admin.revoke_key(db_session, Actor.of(request), key_id)  # NotFound if unknown or already revoked
-        request.session["flash"] = f"Key {key.prefix}… revoked. It stops working on its next request."
+    @post("/dashboard/keys/{key_id:str}/revoke", include_in_schema=False, status_code=303, guards=[session.may_manage])
+    async def revoke(self, request: Request[Any, Any, Any], key_id: str, db_session: AsyncSession) -> Redirect:
+        who = await web.current(session.AREA, request)
+        assert who is not None  # the guards let only a signed-in operator through
+        # NotFound if unknown or already revoked; the revocation and its audit row commit together
+        key = await admin.revoke_key(db_session, Actor(who.actor, client_ip(request)), key_id)
+        message = f"Key {key.prefix}… revoked. It stops working on its next request."
+        await sessions.set_flash(db_session, who.session_id, message)
+        await db_session.commit()
         return Redirect(f"/admin/dashboard/tenants/{key.tenant_id}", status_code=303)
-
-    @post("/logout", include_in_schema=False, status_code=303)
-    async def logout(self, request: Request[Any, Any, Any], data: Form) -> Redirect:
-        session.check_csrf(request, data)
-        session.end(request)
-        return Redirect("/admin/login", status_code=303)
 
 
 def _sign_in(request: Request[Any, Any, Any], _: Exception) -> Response[Any]:
@@ -123,20 +80,19 @@ def _sign_in(request: Request[Any, Any, Any], _: Exception) -> Response[Any]:
 def _error_page(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     """Errors on dashboard pages are pages too, not the API's JSON."""
     if isinstance(exc, GatewayError):
-        status, message = exc.status_code, exc.message
+        status, message, headers = exc.status_code, exc.message, exc.headers
     elif isinstance(exc, HTTPException):
-        status, message = exc.status_code, exc.detail
+        status, message, headers = exc.status_code, exc.detail, dict(exc.headers or {})
     else:  # not registered for other types; kept total for the type checker
-        status, message = 500, "Something went wrong."
-    return _page(request, "error.html", status_code=status, status=status, message=message)
+        status, message, headers = 500, "Something went wrong.", {}
+    return page(request, "error.html", status_code=status, headers=headers, status=status, message=message)
 
 
 def dashboard_routes(settings: Settings) -> list[Router]:
     """The dashboard's pages (behind the session cookie) and its static files (not)."""
     pages = Router(
         path="/admin",
-        route_handlers=[SignInController, DashboardController],
-        middleware=[session.session_config(settings).middleware],
+        route_handlers=[SignInController, DashboardController, AccountController],
         exception_handlers={session.SignInRequired: _sign_in, GatewayError: _error_page, HTTPException: _error_page},
         include_in_schema=False,
     )

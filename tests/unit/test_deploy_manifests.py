@@ -37,7 +37,11 @@ CHART = DEPLOY / "helm" / "lora-gateway"
 GATEWAY_IMAGE = "lora-gateway"
 NAMESPACE = "llm"
 REQUIRED = {
-    "secrets": {"databaseUrl": "postgresql://gw:pw@db.example:5432/gw", "adminToken": "t0ken", "engineApiKey": "k3y"},
+    "secrets": {
+        "databaseUrl": "postgresql://gw:pw@db.example:5432/gw",
+        "adminToken": "t0ken" * 8,
+        "engineApiKey": "k3y",
+    },
     "model": {"volume": {"existingClaim": "base-model"}},
 }
 
@@ -92,8 +96,11 @@ _INTERPOLATION = re.compile(r"\$\{(\w+)(?::?[-?]([^}]*))?\}")
 
 
 def interpolate(value: str) -> str:
-    """Compose's ${VAR:-default} with the defaults (a required ${VAR:?msg} becomes 'set-VAR')."""
-    return _INTERPOLATION.sub(lambda m: m.group(2) if "?" not in m.group(0) else f"set-{m.group(1)}", value)
+    """Compose's ${VAR:-default} with the defaults (a required ${VAR:?msg} becomes 'set-VAR-xxx…', long enough
+    for the admin token's 32-character minimum)."""
+    return _INTERPOLATION.sub(
+        lambda m: m.group(2) if "?" not in m.group(0) else f"set-{m.group(1)}-".ljust(40, "x"), value
+    )
 
 
 @cache

@@ -8,12 +8,12 @@ from gateway.settings import Settings, to_asyncpg_url
 def test_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABASE_URL", "postgresql://u:p@db:5432/x")
     monkeypatch.setenv("ENGINE_URL", "http://engine:8000")
-    monkeypatch.setenv("GATEWAY_ADMIN_TOKEN", "s3cret")
+    monkeypatch.setenv("GATEWAY_ADMIN_TOKEN", "s3cret-" + "x" * 32)
     monkeypatch.setenv("GATEWAY_PORT", "9000")
     s = Settings()
     assert s.database.async_url() == "postgresql+asyncpg://u:p@db:5432/x"
     assert s.engine.url == "http://engine:8000"
-    assert s.admin.token is not None and s.admin.token.get_secret_value() == "s3cret"
+    assert s.admin.token is not None and s.admin.token.get_secret_value() == "s3cret-" + "x" * 32
     assert "s3cret" not in repr(s)
     assert s.server.port == 9000 and s.server.host == "127.0.0.1"
 
@@ -92,4 +92,40 @@ def test_exposure_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Settings().server.forwarded_allow_ips == "172.30.80.0/24"
     monkeypatch.setenv("METRICS_PORT", "70000")
     with pytest.raises(ValueError, match="METRICS_PORT"):
+        Settings()
+
+
+def test_a_short_admin_token_is_refused_in_one_line_without_its_value(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pydantic import ValidationError
+
+    from gateway.cli import main
+
+    monkeypatch.setenv("GATEWAY_ADMIN_TOKEN", "hunter2-hunter2-hunter2-hunter2")  # 31 characters
+    with pytest.raises(ValidationError):
+        Settings()
+    with pytest.raises(SystemExit) as stopped:
+        main(["migrate"])
+    message = str(stopped.value.code)
+    assert "GATEWAY_ADMIN_TOKEN must be at least 32 characters (it has 31)" in message
+    assert "\n" not in message and "hunter2" not in message
+    assert "hunter2" not in capsys.readouterr().err
+
+    monkeypatch.setenv("GATEWAY_ADMIN_TOKEN", "")  # `GATEWAY_ADMIN_TOKEN=` in an env file: unset, not refused
+    assert Settings().admin.token is None
+    monkeypatch.setenv("GATEWAY_ADMIN_TOKEN", "h" * 32)
+    assert Settings().admin.token is not None
+
+
+def test_session_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = Settings().sessions
+    assert (s.idle_minutes, s.max_hours, s.cookie_secure) == (60, 12, "auto")
+    assert (s.signin_max_failures, s.signin_window_minutes) == (5, 15)
+    monkeypatch.setenv("SESSION_COOKIE_SECURE", "true")
+    monkeypatch.setenv("SESSION_IDLE_MINUTES", "5")
+    s = Settings().sessions
+    assert s.cookie_secure == "true" and s.idle_minutes == 5
+    monkeypatch.setenv("SESSION_COOKIE_SECURE", "sometimes")
+    with pytest.raises(ValueError):
         Settings()
