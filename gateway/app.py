@@ -35,6 +35,9 @@ from gateway.cache import Invalidations
 from gateway.dashboard.routes import dashboard_routes, template_config
 from gateway.engine.pool import EnginePool
 from gateway.errors import EXCEPTION_HANDLERS, DatabaseUnavailable
+from gateway.files.routes import FileController
+from gateway.files.storage import BlobStore
+from gateway.fine_tuning.routes import FineTuningController
 from gateway.health.routes import healthz, readyz
 from gateway.limits.service import Grant, RateLimiter
 from gateway.metrics import Metrics, MetricsMiddleware, metrics_endpoint
@@ -128,6 +131,7 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Any:
                 TargetCache(channel, ttl),
             ),
             adapter_store=AdapterStore(settings.storage.data_dir / "adapters"),
+            file_store=BlobStore(settings.storage.data_dir / "files"),
         )
         try:
             yield
@@ -175,6 +179,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             OpenAIController,
             MaasController,
             AdapterController,
+            FileController,
+            FineTuningController,
             TenantBillingController,
             AdminController,
             AdminEngineController,
@@ -192,6 +198,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "engines": _from_state("engines"),
             "proxy": _from_state("proxy"),
             "adapter_store": _from_state("adapter_store"),
+            "file_store": _from_state("file_store"),
             "settings": _from_state("settings"),
             "db_session": Provide(_provide_session),
             "caller": provide_caller,

@@ -1,0 +1,99 @@
+"""fine-tuning: files, uploads, fine-tuning jobs with events and checkpoints, the job queue, training prices
+
+Revision ID: h9_finetune_0009
+Revises: 20261126_0008
+Create Date: 2026-12-07 23:00:00.000000
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+
+from alembic import op
+from gateway import queue
+
+revision: str = "h9_finetune_0009"
+down_revision: str | None = "20261126_0008"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def _tz(name: str, nullable: bool = False) -> sa.Column:  # type: ignore[type-arg]
+    return sa.Column(name, sa.DateTime(timezone=True), nullable=nullable)
+
+
+def upgrade() -> None:
+    op.create_table(
+        "files",
+        sa.Column("id", sa.String(40), primary_key=True),
+        sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id"), nullable=False, index=True),
+        sa.Column("purpose", sa.String(40), nullable=False),
+        sa.Column("filename", sa.String(300), nullable=False),
+        sa.Column("bytes", sa.BigInteger, nullable=False),
+        sa.Column("content_hash", sa.String(64), nullable=False, index=True),
+        sa.Column("examples", sa.Integer, nullable=False, server_default="0"),
+        _tz("created_at"),
+        _tz("deleted_at", nullable=True),
+    )
+    op.create_table(
+        "fine_tuning_jobs",
+        sa.Column("id", sa.String(40), primary_key=True),
+        sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id"), nullable=False),
+        sa.Column("model", sa.String(200), nullable=False),
+        sa.Column("training_file", sa.String(40), nullable=False),
+        sa.Column("validation_file", sa.String(40), nullable=True),
+        sa.Column("suffix", sa.String(64), nullable=True),
+        sa.Column("seed", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("hyperparameters", JSONB, nullable=False),
+        sa.Column("status", sa.String(20), nullable=False),
+        sa.Column("fine_tuned_model", sa.String(200), nullable=True),
+        sa.Column("deployment_id", sa.String(40), nullable=True),
+        sa.Column("trained_tokens", sa.BigInteger, nullable=True),
+        sa.Column("estimated_tokens", sa.BigInteger, nullable=False, server_default="0"),
+        sa.Column("error", JSONB, nullable=True),
+        sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("hold_micros", sa.BigInteger, nullable=False, server_default="0"),
+        sa.Column("hold_tokens", sa.BigInteger, nullable=False, server_default="0"),
+        sa.Column("charged", sa.Boolean, nullable=False, server_default=sa.false()),
+        _tz("created_at"),
+        _tz("started_at", nullable=True),
+        _tz("finished_at", nullable=True),
+        _tz("estimated_finish", nullable=True),
+    )
+    op.create_index("ix_fine_tuning_jobs_tenant_created", "fine_tuning_jobs", ["tenant_id", "created_at", "id"])
+    op.create_table(
+        "fine_tuning_events",
+        sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=True),
+        sa.Column("job_id", sa.String(40), sa.ForeignKey("fine_tuning_jobs.id"), nullable=False),
+        sa.Column("level", sa.String(10), nullable=False),
+        sa.Column("message", sa.String(1000), nullable=False),
+        sa.Column("type", sa.String(10), nullable=False),
+        sa.Column("data", JSONB, nullable=True),
+        _tz("created_at"),
+    )
+    op.create_index("ix_fine_tuning_events_job", "fine_tuning_events", ["job_id", "id"])
+    op.create_table(
+        "fine_tuning_checkpoints",
+        sa.Column("id", sa.String(40), primary_key=True),
+        sa.Column("job_id", sa.String(40), sa.ForeignKey("fine_tuning_jobs.id"), nullable=False, index=True),
+        sa.Column("epoch", sa.Integer, nullable=False),
+        sa.Column("step", sa.Integer, nullable=False),
+        sa.Column("trained_tokens", sa.BigInteger, nullable=False),
+        sa.Column("metrics", JSONB, nullable=False),
+        sa.Column("path", sa.String(1000), nullable=False),
+        _tz("created_at"),
+        sa.UniqueConstraint("job_id", "epoch", name="uq_fine_tuning_checkpoints_epoch"),
+    )
+    # The job queue (pgqueuer's own DDL); a later task reuses it for payment background jobs.
+    op.execute(queue.install_sql())
+
+
+def downgrade() -> None:
+    op.execute(queue.uninstall_sql())
+    op.drop_table("fine_tuning_checkpoints")
+    op.drop_table("fine_tuning_events")
+    op.drop_table("fine_tuning_jobs")
+    op.drop_table("files")
