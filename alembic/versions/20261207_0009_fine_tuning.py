@@ -25,6 +25,15 @@ def _tz(name: str, nullable: bool = False) -> sa.Column:  # type: ignore[type-ar
     return sa.Column(name, sa.DateTime(timezone=True), nullable=nullable)
 
 
+def _script(sql: str) -> None:
+    """Several statements at once (pgqueuer's DDL has function bodies): asyncpg's simple-query protocol,
+    in the migration's own transaction."""
+    from sqlalchemy.util import await_only
+
+    driver = op.get_bind().connection.dbapi_connection.driver_connection  # type: ignore[union-attr]
+    await_only(driver.execute(sql))
+
+
 def upgrade() -> None:
     op.create_table(
         "files",
@@ -88,11 +97,11 @@ def upgrade() -> None:
         sa.UniqueConstraint("job_id", "epoch", name="uq_fine_tuning_checkpoints_epoch"),
     )
     # The job queue (pgqueuer's own DDL); a later task reuses it for payment background jobs.
-    op.execute(queue.install_sql())
+    _script(queue.install_sql())
 
 
 def downgrade() -> None:
-    op.execute(queue.uninstall_sql())
+    _script(queue.uninstall_sql())
     op.drop_table("fine_tuning_checkpoints")
     op.drop_table("fine_tuning_events")
     op.drop_table("fine_tuning_jobs")
