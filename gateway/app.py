@@ -44,6 +44,7 @@ from gateway.metrics import Metrics, MetricsMiddleware, metrics_endpoint
 from gateway.proxy.routes import MaasController, OpenAIController
 from gateway.proxy.service import ProxyService
 from gateway.settings import Settings
+from gateway.uploads.routes import UploadController
 from gateway.usage.instances import Instance, new_instance_id
 from gateway.usage.open_requests import OpenRequests
 from gateway.usage.stopwatch import Observer
@@ -181,6 +182,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             AdapterController,
             FileController,
             FineTuningController,
+            UploadController,
             TenantBillingController,
             AdminController,
             AdminEngineController,

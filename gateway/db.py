@@ -30,6 +30,7 @@ def metadata() -> type[SQLModel]:
     from gateway.files import models as _files  # noqa: F401
     from gateway.fine_tuning import models as _fine_tuning  # noqa: F401
     from gateway.limits import models as _limits  # noqa: F401
+    from gateway.uploads import models as _uploads  # noqa: F401
     from gateway.usage import models as _usage  # noqa: F401
 
     return SQLModel

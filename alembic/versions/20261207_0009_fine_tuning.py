@@ -96,12 +96,36 @@ def upgrade() -> None:
         _tz("created_at"),
         sa.UniqueConstraint("job_id", "epoch", name="uq_fine_tuning_checkpoints_epoch"),
     )
+    op.create_table(
+        "uploads",
+        sa.Column("id", sa.String(40), primary_key=True),
+        sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id"), nullable=False, index=True),
+        sa.Column("filename", sa.String(300), nullable=False),
+        sa.Column("purpose", sa.String(40), nullable=False),
+        sa.Column("bytes", sa.BigInteger, nullable=False),
+        sa.Column("mime_type", sa.String(200), nullable=False),
+        sa.Column("status", sa.String(20), nullable=False),
+        sa.Column("file_id", sa.String(40), nullable=True),
+        _tz("created_at"),
+        _tz("expires_at"),
+    )
+    op.create_table(
+        "upload_parts",
+        sa.Column("id", sa.String(40), primary_key=True),
+        sa.Column("upload_id", sa.String(40), sa.ForeignKey("uploads.id"), nullable=False, index=True),
+        sa.Column("bytes", sa.BigInteger, nullable=False),
+        _tz("created_at"),
+    )
+    op.add_column("prices", sa.Column("training_per_million", sa.BigInteger, nullable=False, server_default="0"))
     # The job queue (pgqueuer's own DDL); a later task reuses it for payment background jobs.
     _script(queue.install_sql())
 
 
 def downgrade() -> None:
     _script(queue.uninstall_sql())
+    op.drop_column("prices", "training_per_million")
+    op.drop_table("upload_parts")
+    op.drop_table("uploads")
     op.drop_table("fine_tuning_checkpoints")
     op.drop_table("fine_tuning_events")
     op.drop_table("fine_tuning_jobs")

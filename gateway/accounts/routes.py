@@ -89,6 +89,7 @@ class AdminBillingController(Controller):
                 data.currency or currency,
                 data.effective_from,
                 billing_currency=currency,
+                training_per_million=data.training_per_million,
             )
         await audit.record(db_engine, "admin", "price.set", data.model, _jsonable(price), client_ip(request))
         return price

@@ -41,13 +41,22 @@ def check_purpose(purpose: object) -> str:
     return str(purpose)
 
 
-def _stage(store: BlobStore, source: BinaryIO, limit: int, purpose: str, tokens: TokenCheck | None) -> tuple:  # type: ignore[type-arg]
+def _stage(
+    store: BlobStore,
+    source: BinaryIO,
+    limit: int,
+    purpose: str,
+    tokens: TokenCheck | None,
+    check: Callable[[], None] | None,
+) -> tuple:  # type: ignore[type-arg]
     staging = store.new_staging()
     try:
         try:
             content_hash, size = store.write(source, staging, limit)
         except ValueError:
             raise PayloadTooLarge(f"Files are limited to {limit} bytes.", param="file") from None
+        if check is not None:
+            check()
         examples = 0
         if purpose == "fine-tune":
             try:
@@ -75,9 +84,12 @@ async def create(
     max_bytes: int,
     quota_bytes: int,
     tokens: TokenCheck | None = None,
+    check: Callable[[], None] | None = None,
 ) -> StoredFile:
     """Copy the upload to disk, validate it, check the tenant's quota, then record it (all or nothing)."""
-    staging, content_hash, size, examples = await asyncio.to_thread(_stage, store, source, max_bytes, purpose, tokens)
+    staging, content_hash, size, examples = await asyncio.to_thread(
+        _stage, store, source, max_bytes, purpose, tokens, check
+    )
     try:
         # One tenant's uploads are serialized here, so two at once cannot both squeeze under the quota.
         await session.exec(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext("files:" + tenant_id))))  # type: ignore[call-overload]

@@ -58,8 +58,8 @@ class FineTuningController(Controller):
         return job_public(await service.get_owned(db_session, caller.tenant_id, job_id))
 
     @post("/{job_id:str}/cancel", status_code=200)
-    async def cancel(self, job_id: str, caller: Caller, db_session: AsyncSession) -> dict[str, Any]:
-        return job_public(await service.cancel(db_session, caller.tenant_id, job_id))
+    async def cancel(self, job_id: str, caller: Caller, db_session: AsyncSession, settings: Settings) -> dict[str, Any]:
+        return job_public(await service.cancel(db_session, settings, caller.tenant_id, job_id))
 
     @get("/{job_id:str}/events")
     async def list_events(

@@ -15,6 +15,7 @@ from gateway.engine.pool import EnginePool
 from gateway.errors import InvalidRequest, NotFound
 from gateway.files import service as files
 from gateway.files.storage import BlobStore
+from gateway.fine_tuning import billing as ft_billing
 from gateway.fine_tuning import hyperparameters
 from gateway.fine_tuning.base_models import model_dir
 from gateway.fine_tuning.models import FINAL, FineTuningCheckpoint, FineTuningEvent, FineTuningJob, JobStatus
@@ -110,6 +111,7 @@ async def create(
         status=JobStatus.queued,
         estimated_tokens=per_epoch * hyper["n_epochs"],
     )
+    await ft_billing.hold(session, job, settings.billing)
     session.add(job)
     await session.flush()
     add_event(session, job.id, f"Validated training file: {training.examples} examples, {per_epoch} tokens per epoch")
@@ -141,7 +143,7 @@ async def list_owned(
     return rows[:limit], len(rows) > limit
 
 
-async def cancel(session: AsyncSession, tenant_id: str, job_id: str) -> FineTuningJob:
+async def cancel(session: AsyncSession, settings: Settings, tenant_id: str, job_id: str) -> FineTuningJob:
     """Cancel a job that has not ended. A running one stops within seconds (its trainer polls the row) and is
     charged for what it trained; a queued one costs nothing."""
     job = await get_owned(session, tenant_id, job_id)

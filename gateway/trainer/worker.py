@@ -60,6 +60,7 @@ class Trainer:
         from pgqueuer import Queries, QueueManager
 
         s = self.settings
+        db.metadata()  # every table registered (the job rows reference tenants)
         self.db_engine: AsyncEngine = db.create_engine(s.database)
         self.sessions: async_sessionmaker[AsyncSession] = db.session_factory(self.db_engine)
         self.engines = EnginePool(
@@ -119,14 +120,16 @@ class Trainer:
                 return None
             if job.status in FINAL:  # cancelled before it ran, or a pick of a job that already ended
                 if not job.charged:
-                    await ft_billing.settle(session, job, await self._checkpoint_tokens(session, job.id))
+                    await ft_billing.settle(
+                        session, job, await self._checkpoint_tokens(session, job.id), self.settings.billing
+                    )
                     await session.commit()
                 return None
             limit = self.settings.fine_tuning.trainer_max_attempts
             if job.attempts >= limit:
                 tokens = await self._checkpoint_tokens(session, job.id)
                 self._fail(session, job, f"The trainer stopped {job.attempts} times while running this job.")
-                await ft_billing.settle(session, job, tokens)
+                await ft_billing.settle(session, job, tokens, self.settings.billing)
                 await session.commit()
                 return None
             resumed = job.status == JobStatus.running
@@ -165,7 +168,7 @@ class Trainer:
             if job.status == JobStatus.running:
                 self._fail(session, job, reason)
             if not job.charged:
-                await ft_billing.settle(session, job, tokens)
+                await ft_billing.settle(session, job, tokens, self.settings.billing)
             await session.commit()
 
     async def _checkpoint_tokens(self, session: AsyncSession, job_id: str) -> int:
@@ -325,7 +328,7 @@ class Trainer:
                 return
             if job.status == JobStatus.running:  # not cancelled: it was taken over, leave it to the new owner
                 return
-            await ft_billing.settle(session, job, trained)
+            await ft_billing.settle(session, job, trained, self.settings.billing)
             add_event(session, job_id, f"Training stopped after {trained} trained tokens")
             await session.commit()
 
@@ -347,7 +350,7 @@ class Trainer:
             owned = await self._owned(session, job.id, attempt)
             if owned is None or owned.status != JobStatus.running:  # cancelled (or taken over) at the last moment
                 if owned is not None and not owned.charged:
-                    await ft_billing.settle(session, owned, trained)
+                    await ft_billing.settle(session, owned, trained, self.settings.billing)
                     await session.commit()
                 await adapters.delete(session, self.engines, self.adapter_store, adapter)
                 return
@@ -356,7 +359,7 @@ class Trainer:
             owned.deployment_id = adapter.id
             owned.finished_at = utcnow()
             owned.estimated_finish = None
-            await ft_billing.settle(session, owned, trained)
+            await ft_billing.settle(session, owned, trained, self.settings.billing)
             add_event(session, job.id, f"New fine-tuned model created: {name} (deployment {adapter.id})")
             add_event(session, job.id, "The job has successfully completed")
             await session.commit()
