@@ -211,6 +211,12 @@ class FineTuningSettings(_Base):
         "before it is failed.",
     )
     max_epochs: int = Field(default=50, ge=1, validation_alias=AliasChoices("FINE_TUNING_MAX_EPOCHS"))
+    upload_lifetime_s: float = Field(
+        default=3600.0,
+        gt=0,
+        validation_alias=AliasChoices("UPLOADS_EXPIRE_AFTER"),
+        description="Seconds an unfinished upload (Uploads API) lives; then its parts are deleted.",
+    )
 
 
 class Settings(_Base):

@@ -41,6 +41,7 @@ from gateway.metrics import Metrics
 from gateway.settings import Settings
 from gateway.timeutil import utcnow
 from gateway.trainer.train import Hooks, Outcome, Plan, train
+from gateway.uploads import service as uploads
 
 log = logging.getLogger(__name__)
 _STATUS = sa.text("SELECT status, attempts FROM fine_tuning_jobs WHERE id = :id")
@@ -79,6 +80,11 @@ class Trainer:
         @qm.entrypoint(queue.FINE_TUNE)
         async def fine_tune(job: Any) -> None:
             await self.handle(queue.payload_of(job)["job_id"])
+
+        @qm.entrypoint(queue.EXPIRE_UPLOAD)
+        async def expire_upload(job: Any) -> None:
+            async with self.sessions() as session:
+                await uploads.expire(session, s.storage.data_dir / "uploads", queue.payload_of(job)["upload_id"])
 
         log.info("trainer ready on %s (device %s)", s.database.plain_url().rsplit("@", 1)[-1], self.device)
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +57,11 @@ class UploadController(Controller):
     async def create(
         self, request: Request[Any, Any, Any], caller: Caller, db_session: AsyncSession, settings: Settings
     ) -> dict[str, Any]:
-        """Start an upload of `bytes` bytes; it expires an hour later unless completed."""
+        """Start an upload of `bytes` bytes; it expires an hour later (UPLOADS_EXPIRE_AFTER) unless completed."""
         body = await _json(request)
-        return upload_public(
-            await service.create(db_session, caller.tenant_id, body, settings.fine_tuning.files_max_bytes)
-        )
+        limits = settings.fine_tuning
+        lifetime = timedelta(seconds=limits.upload_lifetime_s)
+        return upload_public(await service.create(db_session, caller.tenant_id, body, limits.files_max_bytes, lifetime))
 
     @post("/{upload_id:str}/parts", status_code=200, request_max_body_size=None)
     async def add_part(

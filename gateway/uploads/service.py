@@ -61,7 +61,9 @@ def folder(root: Path, upload_id: str) -> Path:
     return root / upload_id
 
 
-async def create(session: AsyncSession, tenant_id: str, body: dict[str, Any], max_bytes: int) -> Upload:
+async def create(
+    session: AsyncSession, tenant_id: str, body: dict[str, Any], max_bytes: int, lifetime: timedelta = LIFETIME
+) -> Upload:
     purpose = files.check_purpose(body.get("purpose"))
     filename, size, mime = body.get("filename"), body.get("bytes"), body.get("mime_type")
     if not isinstance(filename, str) or not filename or len(filename) > 300:
@@ -75,11 +77,11 @@ async def create(session: AsyncSession, tenant_id: str, body: dict[str, Any], ma
     now = utcnow()
     upload = Upload(
         id=ids.new_id("upload_", 24), tenant_id=tenant_id, filename=filename, purpose=purpose, bytes=size,
-        mime_type=mime[:200], created_at=now, expires_at=now + LIFETIME,
+        mime_type=mime[:200], created_at=now, expires_at=now + lifetime,
     )  # fmt: skip
     session.add(upload)
     await session.flush()
-    await queue.enqueue_in(session, queue.EXPIRE_UPLOAD, {"upload_id": upload.id}, delay=LIFETIME)
+    await queue.enqueue_in(session, queue.EXPIRE_UPLOAD, {"upload_id": upload.id}, delay=lifetime)
     await session.commit()
     return upload
 
