@@ -152,7 +152,7 @@ def test_create_errors_are_openai_shaped(client: OpenAI, gateway: GatewayProcess
 
 def test_cancel_mid_run_stops_training_and_charges_what_it_trained(client: OpenAI, sql: Sql) -> None:
     job = client.fine_tuning.jobs.create(
-        model="tiny-base", training_file=upload(client), hyperparameters={"n_epochs": 500, "batch_size": 1}
+        model="tiny-base", training_file=upload(client), hyperparameters={"n_epochs": 50, "batch_size": 1}
     )
     deadline = time.monotonic() + 300
     while not [e for e in events(client, job.id) if e.type == "metrics"]:
@@ -166,8 +166,8 @@ def test_cancel_mid_run_stops_training_and_charges_what_it_trained(client: OpenA
         time.sleep(0.3)
     final = client.fine_tuning.jobs.retrieve(job.id)
     assert final.status == "cancelled" and final.fine_tuned_model is None
-    per_step = sql.scalar("SELECT estimated_tokens FROM fine_tuning_jobs WHERE id = $1", job.id) // 1000
-    assert final.trained_tokens is not None and 0 <= final.trained_tokens < per_step * 1000
+    estimated = sql.scalar("SELECT estimated_tokens FROM fine_tuning_jobs WHERE id = $1", job.id)
+    assert final.trained_tokens is not None and 0 < final.trained_tokens < estimated
     steps = len([e for e in events(client, job.id) if e.type == "metrics"])
     time.sleep(3)
     assert len([e for e in events(client, job.id) if e.type == "metrics"]) == steps  # nothing after the stop
