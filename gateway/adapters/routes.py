@@ -18,7 +18,7 @@ from gateway.audit.service import client_ip as _ip
 from gateway.auth.service import Caller
 from gateway.engine.pool import EnginePool
 from gateway.errors import InvalidRequest, LengthRequired, PayloadTooLarge
-from gateway.files import service as file_service
+from gateway.files.adapter_form import stored_adapter_form
 from gateway.files.storage import BlobStore
 from gateway.settings import Settings
 
@@ -64,26 +64,6 @@ async def _read_form(request: Request[Any, Any, Any], settings: Settings) -> tup
     return fields, files
 
 
-async def _form_with_file_id(
-    request: Request[Any, Any, Any], tenant_id: str, session: AsyncSession, store: BlobStore
-) -> tuple[dict[str, Any], dict[str, BinaryIO]] | None:
-    """A form naming a stored `adapter` file (`file_id`, e.g. completed through the Uploads API) instead of
-    carrying the archive: the fields and the stored archive, opened. None when the form has no file_id."""
-    length = request.headers.get("content-length") or ""
-    small = length.isdigit() and int(length) <= 64 * 1024  # an archive-carrying upload is left to _read_form's limits
-    if not small or not request.headers.get("content-type", "").startswith(("multipart/", "application/x-www-form")):
-        return None
-    form = await request.form()
-    file_id = form.get("file_id")
-    if not isinstance(file_id, str) or not file_id:
-        return None
-    row = await file_service.get_owned(session, tenant_id, file_id)
-    if row.purpose != "adapter":
-        raise InvalidRequest(f"File {file_id} has purpose {row.purpose!r}, not 'adapter'.", param="file_id")
-    fields = {k: v for k, v in form.multi_items() if isinstance(v, str)}
-    return fields, {row.filename: store.path_of(row.content_hash).open("rb")}
-
-
 class AdapterController(Controller):
     path = "/v1/adapters"
     tags = ["Deployments"]
@@ -102,7 +82,7 @@ class AdapterController(Controller):
         """Upload a PEFT LoRA adapter and deploy it on the shared engines (seconds); or name an `adapter` file
         already stored (`file_id`, e.g. from the Uploads API) instead of sending the archive."""
         settings: Settings = request.app.state.settings
-        stored = await _form_with_file_id(request, caller.tenant_id, db_session, file_store)
+        stored = await stored_adapter_form(request, caller.tenant_id, db_session, file_store)
         fields, files = stored or await _read_form(request, settings)
         limits = UploadLimits(settings.adapters.max_unpacked_bytes, settings.adapters.base_model_dir)
         base_model = fields.get("base_model") or None

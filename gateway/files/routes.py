@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from litestar import Controller, Request, Response, delete, get, post
-from litestar.datastructures import UploadFile
 from litestar.response import Stream
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from gateway.adapters.form import read_upload_form
 from gateway.auth.service import Caller
 from gateway.engine.pool import EnginePool
 from gateway.errors import InvalidRequest, LengthRequired, PayloadTooLarge
@@ -23,29 +25,26 @@ _FORM_SLACK = 64 * 1024
 
 
 async def read_file_form(
-    request: Request[Any, Any, Any], limit: int, field: str
-) -> tuple[dict[str, Any], BinaryIO, str]:
-    """The form fields and the one uploaded file of a multipart request; Litestar's parser streams file parts
-    into spooled temporary files, so a big upload is never held in memory."""
+    request: Request[Any, Any, Any], limit: int, field: str, spool_dir: Path
+) -> tuple[dict[str, str], BinaryIO, str]:
+    """The form fields and the one uploaded file of a multipart request, through the adapters' form reader:
+    text fields capped, the file streamed to an unnamed temporary file in `spool_dir` (the caller closes it)."""
     length = request.headers.get("content-length")
     if length is None:
         raise LengthRequired("Send the upload with a Content-Length header.")
     if not length.isdigit() or int(length) > limit + _FORM_SLACK:
         raise PayloadTooLarge(f"Files are limited to {limit} bytes.", param=field)
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+    kind, options = request.content_type
+    if kind != "multipart/form-data" or not options.get("boundary"):
         raise InvalidRequest("Send the file as multipart/form-data.", code="invalid_content_type")
-    form = await request.form()
-    fields: dict[str, Any] = {}
-    upload: UploadFile | None = None
-    for key, value in form.multi_items():
-        if isinstance(value, UploadFile):
-            if key == field:
-                upload = value
-        else:
-            fields[key] = value
-    if upload is None:
-        raise InvalidRequest(f"No '{field}' in the form.", code="missing_required_parameter", param=field)
-    return fields, upload.file, upload.filename or field  # type: ignore[return-value]
+    form = await read_upload_form(request.stream(), options["boundary"].encode(), spool_dir)
+    if len(form.files) != 1:
+        form.close()
+        raise InvalidRequest(
+            f"Send one file, as the form field '{field}'.", code="missing_required_parameter", param=field
+        )
+    ((filename, handle),) = form.files.items()
+    return form.fields, handle, filename
 
 
 class FileController(Controller):
@@ -64,20 +63,23 @@ class FileController(Controller):
     ) -> FilePublic:
         """Upload a file: `purpose=fine-tune` (JSON Lines of chat conversations, validated now) or `adapter`."""
         limits = settings.fine_tuning
-        fields, source, filename = await read_file_form(request, limits.files_max_bytes, "file")
-        purpose = service.check_purpose(fields.get("purpose"))
-        tokens = await token_check(engines, settings) if purpose == "fine-tune" else None
-        row = await service.create(
-            db_session,
-            file_store,
-            caller.tenant_id,
-            purpose,
-            filename,
-            source,
-            max_bytes=limits.files_max_bytes,
-            quota_bytes=limits.files_tenant_quota_bytes,
-            tokens=tokens,
+        fields, source, filename = await read_file_form(
+            request, limits.files_max_bytes, "file", await asyncio.to_thread(file_store.spool_dir)
         )
+        with source:
+            purpose = service.check_purpose(fields.get("purpose"))
+            tokens = await token_check(engines, settings) if purpose == "fine-tune" else None
+            row = await service.create(
+                db_session,
+                file_store,
+                caller.tenant_id,
+                purpose,
+                filename,
+                source,
+                max_bytes=limits.files_max_bytes,
+                quota_bytes=limits.files_tenant_quota_bytes,
+                tokens=tokens,
+            )
         return FilePublic.of(row)
 
     @get("/")

@@ -22,6 +22,11 @@ class BlobStore:
         self._staging.mkdir(parents=True, exist_ok=True)
         return self._staging / secrets.token_hex(8)
 
+    def spool_dir(self) -> Path:
+        """Where an upload's bytes are written while they arrive (this store's disk, not /tmp)."""
+        self._staging.mkdir(parents=True, exist_ok=True)
+        return self._staging
+
     def path_of(self, content_hash: str) -> Path:
         return self.root / content_hash[:2] / content_hash
 

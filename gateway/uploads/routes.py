@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -66,12 +67,14 @@ class UploadController(Controller):
     @post("/{upload_id:str}/parts", status_code=200, request_max_body_size=None)
     async def add_part(
         self, upload_id: str, request: Request[Any, Any, Any], caller: Caller, db_session: AsyncSession,
-        settings: Settings,
+        settings: Settings, file_store: BlobStore,
     ) -> dict[str, Any]:  # fmt: skip
         """One part (multipart field `data`, ≤ 64 MB); send a failed part again."""
         await service.get_owned(db_session, caller.tenant_id, upload_id)
-        _, source, _ = await read_file_form(request, service.PART_LIMIT, "data")
-        part = await service.add_part(db_session, parts_root(settings), caller.tenant_id, upload_id, source)
+        spool = await asyncio.to_thread(file_store.spool_dir)
+        _, source, _ = await read_file_form(request, service.PART_LIMIT, "data", spool)
+        with source:
+            part = await service.add_part(db_session, parts_root(settings), caller.tenant_id, upload_id, source)
         return {"id": part.id, "object": "upload.part", "created_at": int(part.created_at.timestamp()),
                 "upload_id": upload_id}  # fmt: skip
 
