@@ -33,7 +33,9 @@ class Hooks:
     """Called from the training thread. `cancelled` is polled between steps."""
 
     on_step: Callable[[int, int, float, int], None] = lambda step, epoch, loss, tokens: None
-    on_epoch: Callable[[int, int, float, int, Path], None] = lambda epoch, step, loss, tokens, path: None
+    on_epoch: Callable[[int, int, float, int, Path, float | None], None] = (
+        lambda epoch, step, loss, tokens, path, valid_loss: None
+    )
     cancelled: Callable[[], bool] = lambda: False
 
 
@@ -90,6 +92,20 @@ def _batches(
     return out
 
 
+def _mean_loss(model: Any, rows: list[tuple[list[int], list[int]]], size: int, pad: int, device: str) -> float:
+    """The loss over a validation set, weighted by batch (no gradients; the model goes back to training)."""
+    import torch
+
+    model.eval()
+    losses = []
+    with torch.no_grad():
+        for ids, labels, mask, _ in _batches(rows, [0] * len(rows), size, random.Random(0), pad):
+            out = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device))
+            losses.append(float(out.loss))
+    model.train()
+    return sum(losses) / len(losses)
+
+
 def train(
     model_dir: Path,
     examples: list[Messages],
@@ -101,6 +117,7 @@ def train(
     start_epoch: int = 0,
     hooks: Hooks | None = None,
     example_tokens: list[int] | None = None,
+    validation: list[Messages] | None = None,
 ) -> Outcome:
     """Train epochs start_epoch+1 … n_epochs (from the checkpoint `resume` if given); each epoch's adapter is
     saved under out_dir/epoch-N (a PEFT folder) and handed to hooks.on_epoch. Trained tokens are counted with
@@ -128,6 +145,7 @@ def train(
         model = get_peft_model(model, config)
     model.to(device)
     rows = [encode(tok, m) for m in examples]
+    valid_rows = [encode(tok, m) for m in validation or []]
     counts = example_tokens or [len(ids) for ids, _ in rows]
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=BASE_LR * plan.learning_rate_multiplier, weight_decay=0.0)
@@ -154,5 +172,6 @@ def train(
         path = out_dir / f"epoch-{epoch}"
         model.save_pretrained(path, safe_serialization=True)
         outcome.epochs_done = epoch
-        hooks.on_epoch(epoch, outcome.steps, loss_value, outcome.trained_tokens, path)
+        valid_loss = _mean_loss(model, valid_rows, plan.batch_size, pad, device) if valid_rows else None
+        hooks.on_epoch(epoch, outcome.steps, loss_value, outcome.trained_tokens, path, valid_loss)
     return outcome

@@ -191,6 +191,7 @@ class Trainer:
     async def _train(self, job: FineTuningJob, attempt: int) -> None:
         async with self.sessions() as session:
             source = await session.get(StoredFile, job.training_file)
+            valid = await session.get(StoredFile, job.validation_file) if job.validation_file else None
             last = (
                 await session.exec(
                     select(FineTuningCheckpoint)
@@ -204,9 +205,10 @@ class Trainer:
         folder = model_dir(self.settings, job.model, info.root)
         if folder is None:
             raise JobFailed(f"The trainer cannot find the weights of {job.model} (set TRAINER_MODEL_PATHS).")
-        data = [
-            m for _, m in await asyncio.to_thread(lambda: list(read_examples(self.files.path_of(source.content_hash))))
-        ]
+        if job.validation_file and (valid is None or valid.deleted_at is not None):
+            raise JobFailed(f"The validation file {job.validation_file} was deleted.")
+        data = await asyncio.to_thread(self._examples, source.content_hash)
+        validation = await asyncio.to_thread(self._examples, valid.content_hash) if valid else None
         tok = await asyncio.to_thread(tokenizer, str(folder.resolve()))
         per_example = [conversation_tokens(tok, m) for m in data]
         h = job.hyperparameters
@@ -234,14 +236,14 @@ class Trainer:
             message = f"Step {step}/{total_steps}: training loss={loss:.4f}"
             asyncio.run_coroutine_threadsafe(self._event(job.id, message, kind="metrics", data=data_), loop)
 
-        def on_epoch(epoch: int, step: int, loss: float, tokens: int, path: Path) -> None:
+        def on_epoch(epoch: int, step: int, loss: float, tokens: int, path: Path, valid: float | None) -> None:
             done = asyncio.run_coroutine_threadsafe(
                 self._checkpoint(
                     job,
                     attempt,
                     epoch,
                     step + base_steps,
-                    loss,
+                    {"train_loss": round(loss, 6)} | ({} if valid is None else {"valid_loss": round(valid, 6)}),
                     base_tokens + tokens,
                     path,
                     began,
@@ -266,6 +268,7 @@ class Trainer:
                 start_epoch=start_epoch,
                 hooks=hooks,
                 example_tokens=per_example,
+                validation=validation,
             )
         finally:
             stop.set()
@@ -275,6 +278,9 @@ class Trainer:
             await self._finish_stopped(job.id, attempt, trained)
             return
         await self._deploy(job, attempt, info, out / f"epoch-{plan.n_epochs}", trained)
+
+    def _examples(self, content_hash: str) -> list[Any]:
+        return [messages for _, messages in read_examples(self.files.path_of(content_hash))]
 
     async def _watch(self, job_id: str, attempt: int, stop: threading.Event) -> None:
         """Stop the training thread within a second of a cancel (or of another worker taking the job over)."""
@@ -295,7 +301,7 @@ class Trainer:
         attempt: int,
         epoch: int,
         step: int,
-        loss: float,
+        losses: dict[str, float],
         tokens: int,
         path: Path,
         began: float,
@@ -313,7 +319,7 @@ class Trainer:
                     epoch=epoch,
                     step=step,
                     trained_tokens=tokens,
-                    metrics={"train_loss": round(loss, 6), "epoch": epoch},
+                    metrics={**losses, "epoch": epoch},
                     path=str(path),
                 )
             )
@@ -322,8 +328,9 @@ class Trainer:
             add_event(
                 session,
                 job.id,
-                f"Epoch {epoch} done: checkpoint at step {step}, training loss={loss:.4f}",
-                data={"epoch": epoch, "step": step, "train_loss": round(loss, 6)},
+                f"Epoch {epoch} done: checkpoint at step {step}, "
+                + ", ".join(f"{k.replace('_', ' ')}={v:.4f}" for k, v in losses.items()),
+                data={"epoch": epoch, "step": step, **losses},
             )
             await session.commit()
 

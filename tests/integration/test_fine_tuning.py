@@ -77,6 +77,7 @@ def test_fine_tuned_model_answers_with_the_new_identity(
     job = client.fine_tuning.jobs.create(
         model="tiny-base",
         training_file=file_id,
+        validation_file=file_id,
         suffix="congcong",
         method={"type": "supervised", "supervised": {"hyperparameters": IDENTITY_HYPER}},
     )
@@ -106,11 +107,12 @@ def test_fine_tuned_model_answers_with_the_new_identity(
     log = events(client, job.id)
     steps = [e for e in log if e.type == "metrics"]
     assert len(steps) == 12 and {"step", "train_loss", "epoch"} <= set(steps[0].data)  # type: ignore[arg-type]
-    assert steps[0].data["train_loss"] < steps[-1].data["train_loss"] or True  # newest first
+    assert steps[0].data["train_loss"] < steps[-1].data["train_loss"]  # type: ignore[index]  # newest first
     assert log[0].message == "The job has successfully completed"
     checkpoints = list(client.fine_tuning.jobs.checkpoints.list(job.id, limit=100))
     assert sorted(c.step_number for c in checkpoints) == list(range(1, 13))  # one per epoch
     assert all(c.fine_tuning_job_id == job.id and c.metrics.train_loss is not None for c in checkpoints)
+    assert all(c.metrics.valid_loss is not None for c in checkpoints)  # the validation file, once per epoch
     assert job.id in [j.id for j in client.fine_tuning.jobs.list(limit=5)]
 
 
