@@ -13,7 +13,7 @@ import httpx
 import pytest
 from openai import OpenAI, RateLimitError
 
-from tests.conftest import TenantHandle
+from tests.conftest import ARTIFACTS, TenantHandle
 from tests.integration.test_fine_tuning import TWO_LINES, tokens_of, wait_for
 from tests.support.processes import GatewayProcess
 from tests.support.sql import Sql
@@ -79,3 +79,37 @@ def test_prepaid_job_holds_its_estimate_and_is_charged_exactly_once(
     usage = httpx.get(f"{gateway.url}/v1/usage", headers=tenant.headers).json()["data"]
     assert [(u["model"], u["prompt_tokens"]) for u in usage] == [("tiny-base (training)", tokens)]
     assert sql.scalar("SELECT hold_micros FROM fine_tuning_jobs WHERE id = $1", first.id) == 0  # released
+
+
+@pytest.fixture(scope="module")
+def trial_gateway(gateway_env: dict[str, str]) -> Iterator[GatewayProcess]:
+    gw = GatewayProcess({**gateway_env, "BILLING_TRIAL_COVERS_TRAINING": "true"}, ARTIFACTS / "gateway-trial.log")
+    gw.start()
+    yield gw
+    gw.stop()
+
+
+def test_trial_covers_training_when_allowed_and_a_cancelled_job_pays_what_it_trained(
+    trial_gateway: GatewayProcess, make_tenant: Any, trainer: TrainerProcess, training_price: int, sql: Sql
+) -> None:
+    tenant: TenantHandle = make_tenant()  # trial tokens only, no credit
+    client = OpenAI(base_url=f"{trial_gateway.url}/v1", api_key=tenant.key, max_retries=0, timeout=120)
+    file_id = client.files.create(file=("t.jsonl", io.BytesIO(TWO_LINES)), purpose="fine-tune").id
+    job = client.fine_tuning.jobs.create(
+        model="tiny-base", training_file=file_id, hyperparameters={"n_epochs": 50, "batch_size": 1}
+    )
+    deadline = time.monotonic() + 300
+    while not [e for e in client.fine_tuning.jobs.list_events(job.id, limit=100) if e.type == "metrics"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    client.fine_tuning.jobs.cancel(job.id)
+    while not sql.fetch("SELECT 1 FROM ledger_entries WHERE request_id = $1", job.id):
+        assert time.monotonic() < deadline, "the cancelled job was never charged"
+        time.sleep(0.3)
+    trained = client.fine_tuning.jobs.retrieve(job.id).trained_tokens
+    estimated = sql.scalar("SELECT estimated_tokens FROM fine_tuning_jobs WHERE id = $1", job.id)
+    assert trained is not None and 0 < trained < estimated
+    (charge,) = sql.fetch("SELECT * FROM ledger_entries WHERE request_id = $1", job.id)
+    assert (charge["prompt_tokens"], charge["trial_delta"], charge["amount_micros"]) == (trained, -trained, 0)
+    balance = httpx.get(f"{trial_gateway.url}/v1/balance", headers=tenant.headers).json()
+    assert balance["trial_tokens_remaining"] == 1_000_000 - trained
