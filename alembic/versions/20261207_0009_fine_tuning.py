@@ -67,6 +67,7 @@ def upgrade() -> None:
         sa.Column("hold_micros", sa.BigInteger, nullable=False, server_default="0"),
         sa.Column("hold_tokens", sa.BigInteger, nullable=False, server_default="0"),
         sa.Column("charged", sa.Boolean, nullable=False, server_default=sa.false()),
+        sa.Column("trial_covers", sa.Boolean, nullable=False, server_default=sa.false()),
         _tz("created_at"),
         _tz("started_at", nullable=True),
         _tz("finished_at", nullable=True),

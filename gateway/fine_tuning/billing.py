@@ -42,6 +42,7 @@ async def hold(session: AsyncSession, job: FineTuningJob, settings: BillingSetti
         held=training.Hold(int(held[0]), int(held[1])),
     )
     job.hold_tokens, job.hold_micros = got.tokens, got.micros
+    job.trial_covers = settings.trial_covers_training  # the charge follows the terms the job was created under
 
 
 async def settle(session: AsyncSession, job: FineTuningJob, trained_tokens: int, settings: BillingSettings) -> None:
@@ -57,7 +58,7 @@ async def settle(session: AsyncSession, job: FineTuningJob, trained_tokens: int,
         trained_tokens,
         utcnow(),
         defaults(settings),
-        trial_covers=settings.trial_covers_training,
+        trial_covers=job.trial_covers,
     )
     job.trained_tokens = trained_tokens
     job.charged = True

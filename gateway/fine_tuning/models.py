@@ -47,6 +47,7 @@ class FineTuningJob(SQLModel, table=True):
     hold_micros: int = Field(default=0, sa_type=sa.BigInteger, description="prepaid credit held until it ends")
     hold_tokens: int = Field(default=0, sa_type=sa.BigInteger, description="trial tokens held until it ends")
     charged: bool = Field(default=False)
+    trial_covers: bool = Field(default=False, description="BILLING_TRIAL_COVERS_TRAINING when it was created")
     created_at: datetime = tz_field(default_now=True)
     started_at: datetime | None = tz_field(nullable=True)
     finished_at: datetime | None = tz_field(nullable=True)
