@@ -219,5 +219,7 @@ def test_kill_9_of_a_trainer_mid_job_resumes_from_its_checkpoint(
     assert sql.scalar("SELECT attempts FROM fine_tuning_jobs WHERE id = $1", job.id) == 2
     assert [e for e in events(client, job.id) if "resumed from its last checkpoint" in e.message]
     assert done.trained_tokens == tokens_of(models_dir, rows) * 6  # the resumed epochs are not counted twice
+    charges = sql.fetch("SELECT prompt_tokens FROM ledger_entries WHERE request_id = $1", job.id)
+    assert [c["prompt_tokens"] for c in charges] == [done.trained_tokens]  # one charge, of exactly that
     checkpoints = list(client.fine_tuning.jobs.checkpoints.list(job.id, limit=100))
     assert sorted(c.metrics.step for c in checkpoints) == [2, 4, 6, 8, 10, 12]  # type: ignore[union-attr]

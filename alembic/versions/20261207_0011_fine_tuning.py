@@ -1,6 +1,6 @@
 """fine-tuning: files, uploads, fine-tuning jobs with events and checkpoints, the job queue, training prices
 
-Revision ID: h9_finetune_0009
+Revision ID: h9_finetune_0011
 Revises: 20261126_0008
 Create Date: 2026-12-07 23:00:00.000000
 """
@@ -15,7 +15,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from alembic import op
 from gateway import queue
 
-revision: str = "h9_finetune_0009"
+revision: str = "h9_finetune_0011"
 down_revision: str | None = "20261126_0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
