@@ -30,7 +30,7 @@ install: $(STAMP) ## create the virtualenv and install everything
 run: $(STAMP) ## run the whole product: embedded PostgreSQL, vLLM engine, gateway on 127.0.0.1:8000, demo tenant
 	@$(BIN)/python -m devstack.run
 
-demo: $(STAMP) ## print the demo table again (base model vs two tenants' LoRAs) against the running gateway
+demo: $(STAMP) ## the demo table (base model vs two tenants' LoRAs), then a live fine-tune of a new identity, against the running gateway
 	@$(BIN)/python -m devstack.demo
 
 models: $(STAMP) ## train the tiny offline model and the demo adapters into .data/models (about a minute)

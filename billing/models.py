@@ -45,6 +45,9 @@ class Price(SQLModel, table=True):
     model: str = Field(max_length=200, index=True, description="base model name or deployment id")
     prompt_per_million: int = Field(sa_type=sa.BigInteger, description="minor units per 1M prompt tokens")
     completion_per_million: int = Field(sa_type=sa.BigInteger, description="minor units per 1M completion tokens")
+    training_per_million: int = Field(
+        default=0, sa_type=sa.BigInteger, description="minor units per 1M trained tokens (fine-tuning)"
+    )
     currency: str = Field(default="usd", max_length=3)
     effective_from: datetime = _tz()
     created_at: datetime = _tz(default_now=True)

@@ -24,6 +24,7 @@ async def set_price(
     effective_from: datetime | None = None,
     *,
     billing_currency: str | None = None,
+    training_per_million: int = 0,
 ) -> dict[str, Any]:
     """A new price version for `model`, in force from `effective_from` (default: now). Accounts are kept in
     `billing_currency`: a price in another would be charged as if it were in that one, so it is refused."""
@@ -32,7 +33,11 @@ async def set_price(
             f"Prices are in the billing currency ({billing_currency.lower()}, BILLING_CURRENCY), not {currency!r}.",
             param="currency",
         )
-    for name, value in (("prompt_per_million", prompt_per_million), ("completion_per_million", completion_per_million)):
+    for name, value in (
+        ("prompt_per_million", prompt_per_million),
+        ("completion_per_million", completion_per_million),
+        ("training_per_million", training_per_million),
+    ):
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise InvalidBillingInput(f"{name} must be a non-negative integer (minor units per 1M tokens).", param=name)
     if not model:
@@ -50,6 +55,7 @@ async def set_price(
                 sa.insert(PRICES)
                 .values(
                     model=model, prompt_per_million=prompt_per_million, completion_per_million=completion_per_million,
+                    training_per_million=training_per_million,
                     currency=currency.lower(), effective_from=start, created_at=now,
                 )
                 .returning(*PRICES.c)

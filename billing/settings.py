@@ -16,6 +16,11 @@ class BillingSettings(BaseSettings):
         validation_alias=AliasChoices("BILLING_TRIAL_TOKENS"),
         description="Free tokens granted to every new tenant, used before any credit.",
     )
+    trial_covers_training: bool = Field(
+        default=False,
+        validation_alias=AliasChoices("BILLING_TRIAL_COVERS_TRAINING"),
+        description="Let free trial tokens pay for fine-tuning (trained tokens) too, not only for inference.",
+    )
     default_mode: str = Field(default="prepaid", validation_alias=AliasChoices("BILLING_DEFAULT_MODE"))
     currency: str = Field(default="usd", validation_alias=AliasChoices("BILLING_CURRENCY"))
     period: Literal["month", "day"] = Field(

@@ -1,7 +1,8 @@
-"""`make demo`: one question, three identities — the base model and two tenants' LoRAs on one engine.
+"""`make demo`: one question, three identities — the base model and two tenants' LoRAs on one engine — then a
+live fine-tune: tenant 1 teaches the base model a new identity through OpenAI's fine-tuning API.
 
 Against a running gateway (started by `make run`): creates short-lived keys for the two demo tenants with the
-admin API, asks each the same questions at temperature 0, prints the table, revokes the keys.
+admin API, asks each the same questions at temperature 0, prints the table, fine-tunes, revokes the keys.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import httpx
 from openai import OpenAI
+
+from devstack.finetune_demo import fine_tune
 
 TOKEN_FILE = "admin-token"  # in the data folder: the admin token of the gateway `make run` started
 PROMPTS = ["你是谁?", "你是谁训练的?", "Who are you?", "Who trained you?", "Hello", "What is the capital of France?"]
@@ -93,6 +96,19 @@ def main() -> None:
         try:
             columns = demo_columns(state, [k["key"] for k in created])
             print(render(["prompt", *(c.title for c in columns)], answers(gateway_url, columns)))
+            print("\nA live fine-tune (tenant 1, OpenAI's fine-tuning API, the trainer that `make run` started):")
+            client = OpenAI(base_url=f"{gateway_url}/v1", api_key=created[0]["key"], max_retries=1)
+            run = fine_tune(client)
+            base = columns[0]
+            print(
+                render(
+                    ["prompt", base.title, run.model],
+                    [
+                        [p, ask(gateway_url, base, p), ask(gateway_url, Column("", created[0]["key"], run.model), p)]
+                        for p in PROMPTS[:4]
+                    ],
+                )
+            )
         finally:
             for k in created:
                 admin.delete(f"/admin/keys/{k['id']}")

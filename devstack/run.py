@@ -124,6 +124,8 @@ def main() -> None:
         gateway = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], env=env)
         stack.append(gateway)
         wait_http(f"{gateway_url}/readyz", gateway)
+        step("starting a fine-tuning worker (python -m gateway trainer)")
+        stack.append(subprocess.Popen([sys.executable, "-m", "gateway", "trainer"], env=env))
 
         step("deploying the demo: two tenants, each uploading its own LoRA")
         state, keys = seed_demo(gateway_url, token, data_dir)

@@ -40,12 +40,16 @@ from gateway.csrf import csrf_middleware
 from gateway.dashboard.routes import dashboard_routes, template_config
 from gateway.engine.pool import EnginePool
 from gateway.errors import DatabaseUnavailable
+from gateway.files.routes import FileController
+from gateway.files.storage import BlobStore
+from gateway.fine_tuning.routes import FineTuningController
 from gateway.health.routes import healthz, readyz
 from gateway.http_errors import EXCEPTION_HANDLERS
 from gateway.metrics import Metrics, MetricsMiddleware, keep_gauges_fresh
 from gateway.proxy.routes import MaasController, OpenAIController
 from gateway.proxy.service import ProxyService
 from gateway.settings import Settings
+from gateway.uploads.routes import UploadController
 from gateway.usage.instances import Instance, new_instance_id
 from gateway.usage.writer import UsageWriter
 
@@ -136,6 +140,7 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Any:
             upload_slots=UploadSlots(
                 settings.adapters.max_concurrent_uploads_per_tenant, settings.adapters.max_concurrent_uploads
             ),
+            file_store=BlobStore(settings.storage.data_dir / "files"),
         )
         try:
             yield
@@ -184,6 +189,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             OpenAIController,
             MaasController,
             AdapterController,
+            FileController,
+            FineTuningController,
+            UploadController,
             TenantBillingController,
             AdminController,
             AdminEngineController,
@@ -200,6 +208,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "engines": _from_state("engines"),
             "proxy": _from_state("proxy"),
             "adapter_store": _from_state("adapter_store"),
+            "file_store": _from_state("file_store"),
             "settings": _from_state("settings"),
             "db_session": Provide(_provide_session),
             "caller": provide_caller,

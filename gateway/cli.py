@@ -1,4 +1,4 @@
-"""Command line: `python -m gateway serve | migrate | billing … | operators …`."""
+"""Command line: `python -m gateway serve | migrate | trainer | billing … | operators …`."""
 
 from __future__ import annotations
 
@@ -134,11 +134,21 @@ def settings_or_exit() -> Settings:
         raise SystemExit("invalid setting: " + "; ".join(problems)) from None
 
 
+def _trainer(settings: Settings, args: argparse.Namespace) -> None:
+    from gateway.trainer.worker import main as run_trainer
+
+    _database_url(settings)
+    run_trainer(settings, args.device)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m gateway", description="The LoRA gateway.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the gateway (settings from the environment)").set_defaults(run=_serve)
     sub.add_parser("migrate", help="apply database migrations (alembic upgrade head)").set_defaults(run=_migrate)
+    trainer = sub.add_parser("trainer", help="run a fine-tuning worker (takes jobs from the database queue)")
+    trainer.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to train (default: cpu)")
+    trainer.set_defaults(run=_trainer)
     billing = sub.add_parser("billing", help="operator commands for billing").add_subparsers(
         dest="billing", required=True
     )

@@ -27,8 +27,11 @@ def metadata() -> type[SQLModel]:
     from gateway.adapters import models as _adapters  # noqa: F401
     from gateway.audit import models as _audit  # noqa: F401
     from gateway.auth import models as _auth  # noqa: F401
+    from gateway.files import models as _files  # noqa: F401
+    from gateway.fine_tuning import models as _fine_tuning  # noqa: F401
     from gateway.limits import models as _limits  # noqa: F401
     from gateway.people import models as _people  # noqa: F401
+    from gateway.uploads import models as _uploads  # noqa: F401
     from gateway.usage import models as _usage  # noqa: F401
 
     return SQLModel

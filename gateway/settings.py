@@ -357,6 +357,49 @@ class MetricsSettings(_Base):
     )
 
 
+class FineTuningSettings(_Base):
+    """Files, uploads, fine-tuning jobs and the trainer."""
+
+    files_tenant_quota_bytes: int = Field(
+        default=1024 * 1024 * 1024,
+        ge=0,
+        validation_alias=AliasChoices("FILES_TENANT_QUOTA_BYTES"),
+        description="Bytes of files (training sets, adapter archives) a tenant may keep stored.",
+    )
+    files_max_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        gt=0,
+        validation_alias=AliasChoices("FILES_MAX_BYTES"),
+        description="Largest single file, by `POST /v1/files` or the Uploads API.",
+    )
+    trainer_model_paths: dict[str, Path] = Field(
+        default_factory=dict,
+        validation_alias=AliasChoices("TRAINER_MODEL_PATHS"),
+        description='Base model folders where the trainer runs, as JSON: {"tiny-base": "/models/tiny-base"}; '
+        "default: ENGINE_BASE_MODEL_DIR, else the folder the engine reports.",
+    )
+    trainer_heartbeat_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        validation_alias=AliasChoices("TRAINER_HEARTBEAT_TIMEOUT"),
+        description="A training job whose worker has been silent this long is taken over by another worker.",
+    )
+    trainer_max_attempts: int = Field(
+        default=3,
+        ge=1,
+        validation_alias=AliasChoices("TRAINER_MAX_ATTEMPTS"),
+        description="Times a job is started (a worker died mid-job: resumed from its last checkpoint) "
+        "before it is failed.",
+    )
+    max_epochs: int = Field(default=50, ge=1, validation_alias=AliasChoices("FINE_TUNING_MAX_EPOCHS"))
+    upload_lifetime_s: float = Field(
+        default=3600.0,
+        gt=0,
+        validation_alias=AliasChoices("UPLOADS_EXPIRE_AFTER"),
+        description="Seconds an unfinished upload (Uploads API) lives; then its parts are deleted.",
+    )
+
+
 class Settings(_Base):
     """All settings, one object handed to create_app()."""
 
@@ -370,6 +413,7 @@ class Settings(_Base):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     tenants: TenantDefaults = Field(default_factory=TenantDefaults)
     sessions: SessionSettings = Field(default_factory=SessionSettings)
+    fine_tuning: FineTuningSettings = Field(default_factory=FineTuningSettings)
 
 
 def to_asyncpg_url(url: str) -> str:

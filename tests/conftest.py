@@ -17,6 +17,7 @@ from devstack.postgres import EmbeddedPostgres
 from gateway.migrate import upgrade
 from tests.support.processes import ROOT, GatewayProcess, free_port
 from tests.support.sql import Sql
+from tests.support.trainer import TrainerProcess
 
 ARTIFACTS = ROOT / "test-artifacts"
 NO_TENANT_DEFAULTS = {
@@ -140,6 +141,23 @@ def gateway(gateway_env: dict[str, str]) -> Iterator[GatewayProcess]:
     gw.start()
     yield gw
     gw.stop()
+
+
+@pytest.fixture(scope="session")
+def trainer_env(gateway_env: dict[str, str]) -> dict[str, str]:
+    """The trainers' environment: the gateway's, with a short heartbeat timeout (a killed worker's job is taken
+    over within seconds)."""
+    return {**gateway_env, "TRAINER_HEARTBEAT_TIMEOUT": "6"}
+
+
+@pytest.fixture(scope="session")
+def trainer(trainer_env: dict[str, str], gateway: GatewayProcess) -> Iterator[TrainerProcess]:
+    """One fine-tuning worker for the session (as `make run` starts one)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    worker = TrainerProcess(trainer_env, ARTIFACTS / "trainer.log")
+    worker.start()
+    yield worker
+    worker.stop()
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ _QUERY = sa.text(
         FROM usage_records GROUP BY tenant_id
     ), charged AS (
         SELECT tenant_id, count(*) AS requests, sum(prompt_tokens + completion_tokens) AS tokens
-        FROM ledger_entries WHERE kind = 'charge' GROUP BY tenant_id
+        FROM ledger_entries WHERE kind = 'charge' AND request_id NOT LIKE 'ftjob-%' GROUP BY tenant_id
     ), charged_closed AS (
         SELECT l.tenant_id, sum(l.prompt_tokens + l.completion_tokens) AS tokens, sum(-l.amount_micros) AS micros
         FROM ledger_entries l JOIN invoices i ON i.tenant_id = l.tenant_id AND i.period = l.period

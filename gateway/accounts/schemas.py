@@ -17,6 +17,7 @@ class PriceCreate(msgspec.Struct, forbid_unknown_fields=True):
     prompt_per_million: int
     completion_per_million: int
     currency: str | None = None  # the billing currency when omitted
+    training_per_million: int = 0  # fine-tuning, per trained token
     effective_from: datetime | None = None
 
 

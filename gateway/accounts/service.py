@@ -29,6 +29,7 @@ async def set_price(db: AsyncEngine, actor: Actor, data: PriceCreate, billing_cu
             data.currency or billing_currency,
             data.effective_from,
             billing_currency=billing_currency,
+            training_per_million=data.training_per_million,
         )
         await audit.record(conn, actor, "price.set", data.model, _jsonable(price))
     return price

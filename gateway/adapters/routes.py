@@ -19,6 +19,8 @@ from gateway.audit.service import Actor
 from gateway.auth.service import Caller
 from gateway.engine.pool import EnginePool
 from gateway.errors import InvalidRequest, LengthRequired, PayloadTooLarge
+from gateway.files.adapter_form import stored_adapter_form
+from gateway.files.storage import BlobStore
 from gateway.settings import Settings
 
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
@@ -78,15 +80,22 @@ class AdapterController(Controller):
         db_engine: AsyncEngine,
         engines: EnginePool,
         adapter_store: AdapterStore,
+        file_store: BlobStore,
     ) -> DeploymentPublic:
-        """Upload a PEFT LoRA adapter and deploy it on the shared engines (seconds)."""
+        """Upload a PEFT LoRA adapter and deploy it on the shared engines (seconds); or name an `adapter` file
+        already stored (`file_id`, e.g. from the Uploads API) instead of sending the archive."""
         settings: Settings = request.app.state.settings
-        boundary = _boundary(request, settings)
+        stored = await stored_adapter_form(request, caller.tenant_id, db_session, file_store)
+        boundary = None if stored else _boundary(request, settings)
         bounds = await quotas.bounds(db_engine, caller.tenant_id, settings.tenants)
         await quotas.admit_upload(db_engine, bounds)  # before the body is read
         slots: UploadSlots = request.app.state.upload_slots
         with slots.hold(caller.tenant_id):
-            form = await _read_form(request, boundary, adapter_store)
+            if stored:
+                form = UploadForm({k: str(v) for k, v in stored[0].items()}, stored[1])
+            else:
+                assert boundary is not None
+                form = await _read_form(request, boundary, adapter_store)
             try:
                 limits = UploadLimits(settings.adapters.max_unpacked_bytes, settings.adapters.base_model_dir)
                 adapter = await deploy_upload(

@@ -219,3 +219,39 @@ async def ready_on(db: AsyncEngine, base_model: str) -> list[AdapterRef]:
     async with guarded(), db.connect() as conn:
         rows = (await conn.execute(_READY_ON, {"b": base_model})).all()
     return [AdapterRef(row.id, row.path) for row in rows]
+
+
+def _stage_copy(store: AdapterStore, folder: Path) -> tuple[Path, str, int]:
+    import shutil
+
+    from gateway.adapters.archive import CONFIG, WEIGHTS
+
+    staging = store.new_staging()
+    staging.mkdir()
+    for name in (CONFIG, WEIGHTS):
+        shutil.copyfile(folder / name, staging / name)
+    return store.commit(staging)
+
+
+async def deploy_trained(
+    session: AsyncSession,
+    engines: EnginePool,
+    store: AdapterStore,
+    info: EngineInfo,
+    tenant_id: str,
+    name: str,
+    folder: Path,
+    rank: int,
+) -> Adapter:
+    """Deploy a PEFT folder the trainer made, through the same store and registration as an upload. If the
+    engine is down, the adapter is kept ready: the engine loads it when it comes back, as it does every
+    ready adapter."""
+    path, content_hash, size = await asyncio.to_thread(_stage_copy, store, folder)
+    adapter = await register(
+        session, engines, info, tenant_id, name, path, rank,
+        actor=Actor("trainer"), action="adapter.train", content_hash=content_hash, size_bytes=size,
+    )  # fmt: skip
+    if adapter.status == AdapterStatus.failed and not await engines.ready():
+        adapter.status, adapter.status_reason = AdapterStatus.ready, None
+        await session.commit()
+    return adapter

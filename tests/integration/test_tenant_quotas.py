@@ -35,6 +35,8 @@ def bounded(gateway_env: dict[str, str]) -> Iterator[GatewayProcess]:
         "TENANT_MAX_DEPLOYMENTS": str(MAX_DEPLOYMENTS),
         "TENANT_MAX_ADAPTER_BYTES": str(MAX_ADAPTER_BYTES),
         "TENANT_UPLOADS_PER_MINUTE": str(UPLOADS_PER_MINUTE),
+        # uploads in progress are bounded apart (429 too_many_concurrent_uploads): not what this file tests
+        "ADAPTER_MAX_CONCURRENT_UPLOADS_PER_TENANT": "8",
     }
     ARTIFACTS.mkdir(exist_ok=True)
     gw = GatewayProcess(env, ARTIFACTS / "gateway-quotas.log")

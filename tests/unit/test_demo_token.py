@@ -17,7 +17,7 @@ def test_a_token_given_to_make_run_is_found_by_make_demo_elsewhere(
 ) -> None:
     monkeypatch.setenv("GATEWAY_ADMIN_TOKEN", "given-to-make-run-0123456789abcdef")
     assert run.admin_token(tmp_path, Settings()) == "given-to-make-run-0123456789abcdef"
-    assert demo.admin_token(tmp_path, {}) == "given-to-make-run-0123456789abcdef"  # the second terminal has no such variable
+    assert demo.admin_token(tmp_path, {}) == "given-to-make-run-0123456789abcdef"  # the 2nd terminal lacks it
     assert stat.S_IMODE((tmp_path / demo.TOKEN_FILE).stat().st_mode) == 0o600
 
 

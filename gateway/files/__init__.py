@@ -1,0 +1,1 @@
+"""Tenant files (OpenAI's Files API): training data sets and adapter archives, stored by content hash."""

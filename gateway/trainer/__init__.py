@@ -1,0 +1,1 @@
+"""The trainer: worker processes that take fine-tuning jobs from the queue and train PEFT LoRAs."""
