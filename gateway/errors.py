@@ -26,7 +26,14 @@ from typing import Any
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
-from billing.errors import BillingError, InsufficientQuota, InvalidBillingInput, UnknownAccount
+from billing.errors import (
+    BillingError,
+    InsufficientQuota,
+    InvalidBillingInput,
+    PaymentDeclined,
+    StripeNotConfigured,
+    UnknownAccount,
+)
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +164,10 @@ def billing_error_handler(request: Request[Any, Any, Any], exc: BillingError) ->
         status, type_, code = 404, "invalid_request_error", "not_found"
     elif isinstance(exc, InvalidBillingInput):
         status, type_, code = 400, "invalid_request_error", "invalid_request"
+    elif isinstance(exc, PaymentDeclined):
+        status, type_, code = 402, "card_error", exc.code
+    elif isinstance(exc, StripeNotConfigured):
+        status, type_, code = 503, "server_error", "stripe_not_configured"
     else:
         status, type_, code = 503, "server_error", "billing_unavailable"
     return _json(status, error_body(exc.message, type_, code, exc.param))
