@@ -75,7 +75,7 @@ class LedgerEntry(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True, sa_type=sa.BigInteger)
     tenant_id: str = Field(foreign_key="tenants.id", max_length=40)
-    kind: str = Field(max_length=20, description="trial_grant | credit | charge | payment")
+    kind: str = Field(max_length=20, description="trial_grant | credit | refund | charge | payment")
     occurred_at: datetime = _tz()
     period: str | None = Field(default=None, max_length=10, description="the invoice period a charge belongs to")
     request_id: str | None = Field(default=None, max_length=40, unique=True)
