@@ -15,6 +15,7 @@ import sqlalchemy as sa
 import stripe
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from billing import payment_events
 from billing.errors import InvalidBillingInput
 from billing.ledger import INVOICES, add_entry
 from billing.settings import BillingSettings
@@ -47,9 +48,13 @@ def verify(payload: bytes, signature: str | None, settings: BillingSettings) -> 
 
 async def apply(conn: AsyncConnection, event: dict[str, Any]) -> dict[str, Any]:
     """Apply a verified event in the caller's transaction; unknown events and others' invoices are ignored."""
+    if not await payment_events.first_time(conn, event):
+        return {"received": True, "id": event.get("id"), "type": event["type"], "handled": "duplicate"}
     obj = (event.get("data") or {}).get("object") or {}
     handled = None
-    if event["type"] in PAID_EVENTS and obj.get("object") == "invoice" and obj.get("id"):
+    if event["type"] in payment_events.TYPES:
+        handled = await payment_events.apply(conn, event["type"], obj)
+    elif event["type"] in PAID_EVENTS and obj.get("object") == "invoice" and obj.get("id"):
         meta = obj.get("metadata") or {}
         if meta.get("kind") == "topup":
             handled = await _credit_top_up(conn, obj, meta)
@@ -57,6 +62,7 @@ async def apply(conn: AsyncConnection, event: dict[str, Any]) -> dict[str, Any]:
             handled = await _mark_paid(conn, obj, meta)
     if handled is None:
         log.info("Stripe event %s (%s) ignored", event.get("id"), event["type"])
+    await payment_events.mark(conn, event, handled)
     return {"received": True, "id": event.get("id"), "type": event["type"], "handled": handled}
 
 
