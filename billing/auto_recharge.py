@@ -47,12 +47,15 @@ def _enqueue_sql() -> str:
     return QueryQueueBuilder().build_enqueue_query("skip")
 
 
-async def enqueue(q: Queries, jobs: list[tuple[str, str]]) -> None:
-    """Recharge jobs for (tenant, crossing key) pairs, in the caller's transaction (the key dedupes)."""
+async def enqueue(
+    q: Queries, jobs: list[tuple[str, str]], delay: timedelta = timedelta(0), dedupe: str | None = None
+) -> None:
+    """Recharge jobs for (tenant, crossing key) pairs, in the caller's transaction (the key dedupes, unless
+    `dedupe` is given: a retry of a crossing whose first job is still running)."""
     n = len(jobs)
     payloads = [json.dumps({"tenant_id": t, "key": k}).encode() for t, k in jobs]
-    keys = [k for _, k in jobs]
-    await q.fetch(_enqueue_sql(), [0] * n, [ENTRYPOINT] * n, payloads, [timedelta(0)] * n, keys, ["null"] * n)
+    keys = [dedupe or k for _, k in jobs]
+    await q.fetch(_enqueue_sql(), [0] * n, [ENTRYPOINT] * n, payloads, [delay] * n, keys, ["null"] * n)
 
 
 async def arm(q: Queries, tenant_ids: list[str]) -> list[tuple[str, str]]:

@@ -119,14 +119,26 @@ async def card_to_save(
         payment_method = str(si["payment_method"])
     if not payment_method:
         raise InvalidBillingInput("Give setup_intent (confirmed by Stripe.js) or payment_method.", param="setup_intent")
-    pm = (await call(client.v1.payment_methods.retrieve_async(payment_method))).to_dict()
+    await attach(client, customer, payment_method)
+    params: Any = {"invoice_settings": {"default_payment_method": payment_method}}
+    await call(client.v1.customers.update_async(customer, params))
+    return payment_method
+
+
+async def attach(client: stripe.StripeClient, customer: str, payment_method: str) -> None:
+    """The payment method, attached to our customer unless it is already (a declined card is a 402)."""
+    try:
+        pm = (await client.v1.payment_methods.retrieve_async(payment_method)).to_dict()
+    except stripe.InvalidRequestError as exc:
+        if exc.http_status == 404:
+            raise UnknownPayment(f"No payment method {payment_method!r}.", param="payment_method") from exc
+        raise translate(exc) from exc
+    except stripe.StripeError as exc:
+        raise translate(exc) from exc
     if pm.get("customer") not in (None, customer):
         raise UnknownPayment(f"No payment method {payment_method!r} on this account.", param="payment_method")
     if pm.get("customer") is None:  # real Stripe attaches on SetupIntent success; localstripe does not
         await paying(client.v1.payment_methods.attach_async(payment_method, {"customer": customer}))
-    params: Any = {"invoice_settings": {"default_payment_method": payment_method}}
-    await call(client.v1.customers.update_async(customer, params))
-    return payment_method
 
 
 async def cards(client: stripe.StripeClient, customer: str | None, default: str | None) -> list[Card]:

@@ -41,6 +41,8 @@ from gateway.fine_tuning.routes import FineTuningController
 from gateway.health.routes import healthz, readyz
 from gateway.limits.service import Grant, RateLimiter
 from gateway.metrics import Metrics, MetricsMiddleware, metrics_endpoint
+from gateway.payments.jobs import run_worker as run_payments_worker
+from gateway.payments.routes import AdminPaymentsController, PaymentsController
 from gateway.proxy.routes import MaasController, OpenAIController
 from gateway.proxy.service import ProxyService
 from gateway.settings import Settings
@@ -114,6 +116,11 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Any:
             if settings.billing.stripe_api_key is not None
             else None
         )
+        payments_worker = (
+            asyncio.create_task(run_payments_worker(db_engine, settings), name="payments-worker")
+            if settings.billing.stripe_api_key is not None
+            else None
+        )
         app.state.update(
             db_engine=db_engine,
             sessions=db.session_factory(db_engine),
@@ -140,6 +147,8 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Any:
             listener.cancel()
             if stripe_worker is not None:
                 stripe_worker.cancel()
+            if payments_worker is not None:
+                payments_worker.cancel()
             await writer.stop()
             await limiter.flush()
             heartbeat.cancel()
@@ -186,6 +195,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             AdminEngineController,
             AdminBillingController,
             stripe_webhook,
+            PaymentsController,
+            AdminPaymentsController,
             AdminUsageController,
             metrics_endpoint,
             *dashboard_routes(settings),

@@ -8,6 +8,7 @@ from litestar import Request, post
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billing import stripe_webhooks
+from gateway.payments import dunning
 from gateway.settings import Settings
 
 
@@ -16,4 +17,7 @@ async def stripe_webhook(request: Request[Any, Any, Any], db_engine: AsyncEngine
     """Stripe events, signature verified (400 otherwise); invoice.paid marks our invoice paid, top-ups credit."""
     event = stripe_webhooks.verify(await request.body(), request.headers.get("stripe-signature"), settings.billing)
     async with db_engine.begin() as conn:
-        return await stripe_webhooks.apply(conn, event)
+        result = await stripe_webhooks.apply(conn, event)
+        if result["handled"] == "invoice_paid":  # paying an overdue invoice resumes its tenant at once
+            await dunning.invoice_paid(conn, (event.get("data") or {}).get("object") or {})
+        return result

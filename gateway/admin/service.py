@@ -13,6 +13,7 @@ from gateway.adapters.models import Adapter
 from gateway.auth.models import ApiKey, Tenant
 from gateway.db import guarded
 from gateway.errors import Conflict, InvalidRequest, NotFound
+from gateway.payments import dunning
 from gateway.timeutil import utcnow
 from gateway.usage.models import UsageRecord
 
@@ -64,6 +65,9 @@ async def patch_tenant(
 ) -> None:
     tenant = await _load_and_set(session, Tenant, tenant_id, "tenant", name, limits)
     if suspended is not None:
+        if not suspended and tenant.suspended_reason is not None:  # resumed by hand: dunning's invoices waived
+            await dunning.waive_all(await session.connection(), tenant_id)
+            tenant.suspended_reason = None
         tenant.suspended_at = (tenant.suspended_at or utcnow()) if suspended else None
     try:
         await session.commit()

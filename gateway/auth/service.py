@@ -28,6 +28,7 @@ _LOOKUP = (
         _KEYS.c.tenant_id,
         _KEYS.c.expires_at,
         _TENANTS.c.suspended_at,
+        _TENANTS.c.suspended_reason,
         _KEYS.c.rpm_limit.label("k_rpm"),
         _KEYS.c.tpm_limit.label("k_tpm"),
         _KEYS.c.max_concurrent_requests.label("k_conc"),
@@ -49,6 +50,12 @@ class Caller:
     limits: tuple[Limits, ...] = ()
 
 
+_SUSPENDED = "This account is suspended: its API keys cannot be used. Contact the operator."
+_SUSPENDED_BECAUSE = {  # tenants.suspended_reason → what the tenant is told (gateway/payments/dunning.py)
+    "invoice_overdue": "This account is suspended because an invoice is overdue. Pay it from the link in Stripe's "
+    "invoice e-mail or on the console's Billing page (GET /v1/invoices lists it); access resumes as soon as it is "
+    "paid.",
+}
 _BAD_KEY = "Incorrect API key provided. You can find your API key in your account settings."
 
 
@@ -70,8 +77,11 @@ class KeyCache:
             self.entries.drop()
 
 
-async def authenticate(db: AsyncEngine, authorization: str | None, cache: KeyCache | None = None) -> Caller:
-    """Resolve an `Authorization: Bearer sk-…` header to its live key, or raise AuthenticationFailed."""
+async def authenticate(
+    db: AsyncEngine, authorization: str | None, cache: KeyCache | None = None, *, overdue_ok: bool = False
+) -> Caller:
+    """Resolve an `Authorization: Bearer sk-…` header to its live key, or raise AuthenticationFailed.
+    `overdue_ok`: a tenant suspended for an overdue invoice still reaches the routes where it pays."""
     token = bearer_token(authorization)
     if not token:
         raise AuthenticationFailed(
@@ -89,10 +99,8 @@ async def authenticate(db: AsyncEngine, authorization: str | None, cache: KeyCac
         row = (await conn.execute(_LOOKUP, {"h": key_hash})).first()
     if row is None or (row.expires_at is not None and row.expires_at <= utcnow()):
         raise AuthenticationFailed(_BAD_KEY)
-    if row.suspended_at is not None:
-        raise PermissionDenied(
-            "This account is suspended: its API keys cannot be used. Contact the operator.", code="account_suspended"
-        )
+    if row.suspended_at is not None and not (overdue_ok and row.suspended_reason == "invoice_overdue"):
+        raise PermissionDenied(_SUSPENDED_BECAUSE.get(row.suspended_reason, _SUSPENDED), code="account_suspended")
     limits = (
         Limits(f"t:{row.tenant_id}", row.t_rpm, row.t_tpm, row.t_conc),
         Limits(f"k:{row.id}", row.k_rpm, row.k_tpm, row.k_conc),
