@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from billing.errors import StripeRejected
 from billing.ledger import INVOICES
 from billing.payments import PAYMENTS
 from billing.settings import BillingSettings
@@ -59,7 +60,11 @@ async def payment_problems(conn: AsyncConnection, settings: BillingSettings) -> 
     out: dict[str, list[str]] = defaultdict(list)
     async with stripe_client(settings) as client:
         for row in rows:
-            remote = await call(client.v1.payment_intents.retrieve_async(row.id))
+            try:
+                remote = await call(client.v1.payment_intents.retrieve_async(row.id))
+            except StripeRejected as exc:
+                out[row.tenant_id].append(f"payment {row.id}: {exc.message}")
+                continue
             succeeded = remote.status == "succeeded"
             if succeeded and not row.credited and row.error is None:
                 out[row.tenant_id].append(f"payment {row.id} succeeded on Stripe but is not credited")
