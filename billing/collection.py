@@ -41,7 +41,9 @@ async def collect(
         method, due = "charge_automatically", now
         try:
             opts: Any = {"idempotency_key": f"lgw-pay-{invoice_id}"}
-            await payments.paying(client.v1.invoices.pay_async(stripe_invoice_id, options=opts))
+            paid = await payments.paying(client.v1.invoices.pay_async(stripe_invoice_id, options=opts))
+            if paid.status != "paid":  # (Stripe raises a card error; localstripe answers with an open invoice)
+                error = await _why_unpaid(client, paid.to_dict())
         except PaymentDeclined as exc:
             error = exc.message
         except StripeRejected as exc:
@@ -64,3 +66,12 @@ async def collect(
             message = f"Payment of invoice {invoice_id} ({inv.period}) by card failed: {error}"
             await payments.notify(conn, inv.tenant_id, "invoice_payment_failed", message, invoice_id)
     return method
+
+
+async def _why_unpaid(client: stripe.StripeClient, invoice: dict[str, Any]) -> str:
+    pi_id = invoice.get("payment_intent")
+    if isinstance(pi_id, str):
+        reason = payments.payment_error(await payments.read_payment(client, pi_id))
+        if reason:
+            return reason
+    return f"The card payment did not go through (the invoice is {invoice.get('status')})."
