@@ -109,9 +109,11 @@ async def run_worker(db: AsyncEngine, settings: Settings) -> None:
                 if suspended:
                     log.warning("dunning suspended %d tenants: %s", len(suspended), ", ".join(suspended))
 
-            await pgq.run(dequeue_timeout=timedelta(seconds=5), batch_size=4, max_concurrent_tasks=4)
+            await pgq.run(dequeue_timeout=timedelta(seconds=5), batch_size=2, max_concurrent_tasks=4)
         except (OSError, asyncpg.PostgresError) as exc:
             log.warning("payments worker lost the database (%s); reconnecting", exc)
+        except Exception:  # a supervisor: the worker must outlive a bug in one pass, and say so loudly
+            log.exception("payments worker failed; restarting in 5 s")
         finally:
             if conn is not None:
                 conn.terminate()
