@@ -97,13 +97,13 @@ async def run_worker(db: AsyncEngine, settings: Settings) -> None:
             conn = await asyncpg.connect(settings.database.plain_url())
             pgq = PgQueuer.from_asyncpg_connection(conn)
 
-            @pgq.entrypoint(auto_recharge.ENTRYPOINT)
+            @pgq.entrypoint(queue.AUTO_RECHARGE)
             async def charge(job: Any) -> None:
                 payload = queue.payload_of(job)
                 outcome = await recharge(db, settings.billing, payload["tenant_id"], payload["key"])
                 log.info("auto-recharge %s: %s", payload["key"], outcome)
 
-            @pgq.schedule(dunning.ENTRYPOINT, settings.billing.dunning_schedule)
+            @pgq.schedule(queue.DUNNING, settings.billing.dunning_schedule)
             async def overdue(schedule: Any) -> None:
                 suspended = await dunning.check(db, settings.billing)
                 if suspended:

@@ -76,3 +76,12 @@ def test_engine_pool_urls(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ENGINE_URL")
     monkeypatch.delenv("ENGINE_URLS")
     assert EngineSettings().pool_urls() == []
+
+
+def test_payment_queue_names_agree() -> None:
+    """billing enqueues auto-recharge jobs itself (it never imports the gateway): same name as the worker's."""
+    from billing import auto_recharge
+    from gateway import queue
+    from gateway.payments import dunning
+
+    assert queue.AUTO_RECHARGE == auto_recharge.ENTRYPOINT and queue.DUNNING == dunning.ENTRYPOINT
