@@ -5,10 +5,12 @@ delivers its webhooks to it; the events localstripe does not send (refunds, disp
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import secrets
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -363,6 +365,44 @@ def test_auto_recharge_under_32_concurrent_charges_charges_once(
     assert state["enabled"] and not state["in_flight"]
     assert sql.scalar("SELECT count(*) FROM audit_log WHERE target = $1 AND action = 'billing.auto_recharge_charged'",
                       t["id"]) == 1  # fmt: skip
+
+
+def test_auto_recharge_through_the_gateway_32_concurrent_requests_recharge_once(
+    pay_gateway: GatewayProcess,
+    pay_admin: httpx.Client,
+    new_tenant: Callable[..., Tenant],
+    localstripe: Any,
+    models_dir: Path,
+    sql: Sql,
+) -> None:
+    """The same through the real proxy: the usage writer settles the 32 requests (in whatever batches it
+    commits), the crossing is noticed in its transaction, the worker of the same process charges once."""
+    t = new_tenant()
+    dep = pay_admin.post(f"/admin/tenants/{t['id']}/adapters",
+                         json={"name": "ar", "path": str(models_dir / "adapters" / "lora-1")})  # fmt: skip
+    assert dep.status_code == 201, dep.text
+    price = {"model": dep.json()["id"], "prompt_per_million": 1_000_000, "completion_per_million": 1_000_000}
+    assert pay_admin.post("/admin/prices", json=price).status_code == 201
+    add_card(localstripe, t)
+    assert t["api"].post("/v1/billing/topups", json={"amount": 10_000, "payment_method": "default"}).json()["credited"]
+    assert t["api"].put("/v1/billing/auto-recharge", json={"enabled": True, "threshold": 9_990,
+                                                            "amount": 5_000}).status_code == 200  # fmt: skip
+
+    body = {"model": "ar", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4, "temperature": 0}
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        replies = list(pool.map(lambda _: t["api"].post("/v1/chat/completions", json=body), range(32)))
+    assert [r.status_code for r in replies] == [200] * 32, [r.text for r in replies if r.status_code != 200][:2]
+    cost = sum(r.json()["usage"]["total_tokens"] for r in replies)  # one cent per token
+
+    recharged = "SELECT 1 FROM stripe_payments WHERE tenant_id = $1 AND purpose = 'auto_recharge' AND credited"
+    wait_for(lambda: sql.fetch(recharged, t["id"]), what="the recharge")
+    wait_for(lambda: sql.scalar("SELECT count(*) FROM ledger_entries WHERE tenant_id = $1 AND kind = 'charge'",
+                                t["id"]) == 32, what="the 32 charges")  # fmt: skip
+    time.sleep(2)
+    assert sql.scalar("SELECT auto_recharge_count FROM billing_accounts WHERE tenant_id = $1", t["id"]) == 1
+    assert sql.scalar("SELECT count(*) FROM stripe_payments WHERE tenant_id = $1 AND purpose = 'auto_recharge'",
+                      t["id"]) == 1  # fmt: skip
+    assert credit_balance(t) == 10_000 - cost + 5_000
 
 
 @pytest.mark.parametrize(("number", "reason"), [(DECLINED_ON_CHARGE, "declined"), (NEEDS_3DS, "authentication")])
