@@ -5,7 +5,9 @@ BillingError
 ├── UnknownAccount        no billing account for that tenant (404)
 ├── InvalidBillingInput   a bad price, amount or period (400)
 ├── StripeUnavailable     Stripe could not be reached (or answered 429/5xx); the outbox retries later
-└── StripeRejected        Stripe refused a call (4xx) or is not configured; retried later, logged as an error
+├── StripeRejected        Stripe refused a call (4xx) or is not configured; retried later, logged as an error
+│   └── StripeNotConfigured   no STRIPE_API_KEY: payments are off (HTTP 503 stripe_not_configured)
+└── PaymentDeclined       the card was declined or needs authentication; Stripe's message (HTTP 402)
 """
 
 from __future__ import annotations
@@ -36,3 +38,13 @@ class StripeUnavailable(BillingError):
 
 class StripeRejected(BillingError):
     pass
+
+
+class StripeNotConfigured(StripeRejected):
+    pass
+
+
+class PaymentDeclined(BillingError):
+    def __init__(self, message: str, *, code: str = "card_declined", param: str | None = None) -> None:
+        super().__init__(message, param=param)
+        self.code = code

@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from billing import auto_recharge
 from billing.errors import InvalidBillingInput, UnknownAccount
 from billing.models import BillingAccount, Invoice, LedgerEntry
 from billing.money import MICROS_PER_MINOR
@@ -121,7 +122,8 @@ PRICES_OF = """
 _CHARGE_CONTEXT = f"""
     SELECT (SELECT array_agg(ROW(tenant_id, balance_after_micros, trial_after)) FROM ({LATEST}) AS l) AS latest,
            {PRICES_OF.format("$2")} AS prices,
-           (SELECT array_agg(ROW(tenant_id, period)) FROM invoices WHERE tenant_id = ANY($1::text[])) AS closed
+           (SELECT array_agg(ROW(tenant_id, period)) FROM invoices WHERE tenant_id = ANY($1::text[])) AS closed,
+           {auto_recharge.ARMABLE.format("$1")} AS recharge
 """
 # (column, PostgreSQL array type) of a charge entry, in the order charge_usage builds them.
 _CHARGE_COLUMNS = (
@@ -201,6 +203,12 @@ async def charge_usage(q: Queries, rows: Sequence[Mapping[str, Any]], defaults: 
             )
         )  # fmt: skip
     await q.execute(_CHARGE, datetime.now(UTC), *(list(column) for column in zip(*entries, strict=True)))
+    crossed = [t for t, threshold in context["recharge"] or () if balances[t][0] < threshold * MICROS_PER_MINOR]
+    if crossed:  # rare: a tenant with auto-recharge on fell below its threshold; its recharge is queued now
+        await auto_recharge.arm(q, crossed)
+
+
+_SIGNS = {"credit": 1, "refund": -1}  # what an entry of each kind does to the credit balance
 
 
 async def add_entry(
@@ -211,7 +219,8 @@ async def add_entry(
     note: str | None = None,
     idempotency_key: str | None = None,
 ) -> dict[str, Any]:
-    """A credit (top-up) or payment; with an idempotency key, the same request twice is one entry."""
+    """A credit (top-up), a refund (credit taken back: the balance may go negative) or a payment; with an
+    idempotency key, the same request twice is one entry."""
     if amount_minor <= 0:
         raise InvalidBillingInput("amount must be a positive integer in minor units.", param="amount")
     if tenant_id not in await lock_accounts(Alchemy(conn), [tenant_id], None):
@@ -221,7 +230,7 @@ async def add_entry(
         if existing is not None:
             return dict(existing._mapping)
     credit, trial = (await _latest(Alchemy(conn), [tenant_id])).get(tenant_id, (0, 0))
-    delta = amount_minor * MICROS_PER_MINOR if kind == "credit" else 0
+    delta = amount_minor * MICROS_PER_MINOR * _SIGNS.get(kind, 0)
     now = datetime.now(UTC)
     row = (
         await conn.execute(

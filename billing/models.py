@@ -33,6 +33,16 @@ class BillingAccount(SQLModel, table=True):
         default=None, max_length=100, description="the $0 subscription Stripe invoices our usage under"
     )
     created_at: datetime = _tz(default_now=True)
+    stripe_payment_method_id: str | None = Field(default=None, max_length=100, description="the card on file")
+    auto_recharge_enabled: bool = Field(default=False)
+    auto_recharge_threshold: int = Field(default=0, sa_type=sa.BigInteger, description="minor units")
+    auto_recharge_amount: int = Field(default=0, sa_type=sa.BigInteger, description="minor units")
+    auto_recharge_count: int = Field(default=0, description="crossings so far: the next crossing's key")
+    auto_recharge_pending: str | None = Field(
+        default=None, max_length=120, description="the crossing whose recharge is in flight (its key)"
+    )
+    auto_recharge_error: str | None = Field(default=None, max_length=1000, description="why it was turned off")
+    auto_recharge_error_at: datetime | None = _tz(nullable=True)
 
 
 class Price(SQLModel, table=True):
@@ -68,7 +78,7 @@ class LedgerEntry(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True, sa_type=sa.BigInteger)
     tenant_id: str = Field(foreign_key="tenants.id", max_length=40)
-    kind: str = Field(max_length=20, description="trial_grant | credit | charge | payment")
+    kind: str = Field(max_length=20, description="trial_grant | credit | refund | charge | payment")
     occurred_at: datetime = _tz()
     period: str | None = Field(default=None, max_length=10, description="the invoice period a charge belongs to")
     request_id: str | None = Field(default=None, max_length=40, unique=True)
@@ -101,6 +111,10 @@ class Invoice(SQLModel, table=True):
     status: str = Field(default="open", max_length=10, description="open | paid")
     stripe_invoice_id: str | None = Field(default=None, max_length=100)
     created_at: datetime = _tz(default_now=True)
+    collection_method: str | None = Field(default=None, max_length=30, description="how Stripe collects it")
+    due_at: datetime | None = _tz(nullable=True)
+    dunning: str | None = Field(default=None, max_length=20, description="suspended | waived | resolved")
+    payment_error: str | None = Field(default=None, max_length=1000, description="Stripe's last failure")
 
 
 class InvoiceLine(SQLModel, table=True):
@@ -135,3 +149,63 @@ class StripeOutbox(SQLModel, table=True):
     last_error: str | None = Field(default=None, max_length=1000)
     created_at: datetime = _tz(default_now=True)
     done_at: datetime | None = _tz(nullable=True)
+
+
+class StripePayment(SQLModel, table=True):
+    """One PaymentIntent of ours (a top-up or an auto-recharge); its id is its credit entry's idempotency key."""
+
+    __tablename__ = "stripe_payments"
+
+    id: str = Field(primary_key=True, max_length=100, description="pi_…")
+    tenant_id: str = Field(foreign_key="tenants.id", max_length=40, index=True)
+    purpose: str = Field(max_length=20, description="topup | auto_recharge")
+    amount_minor: int = Field(sa_type=sa.BigInteger)
+    currency: str = Field(max_length=3)
+    status: str = Field(max_length=40, description="Stripe's PaymentIntent status")
+    amount_received: int = Field(default=0, sa_type=sa.BigInteger)
+    credited: bool = Field(default=False)
+    refunded_minor: int = Field(default=0, sa_type=sa.BigInteger)
+    error: str | None = Field(default=None, max_length=1000)
+    created_at: datetime = _tz(default_now=True)
+    updated_at: datetime = _tz(default_now=True)
+
+
+class StripeEvent(SQLModel, table=True):
+    """Every Stripe event applied, by id: a redelivery changes nothing."""
+
+    __tablename__ = "stripe_events"
+
+    id: str = Field(primary_key=True, max_length=100)
+    type: str = Field(max_length=100)
+    handled: str | None = Field(default=None, max_length=40)
+    received_at: datetime = _tz(default_now=True)
+
+
+class BillingNotice(SQLModel, table=True):
+    """What the tenant is told in its console: a failed payment, auto-recharge turned off, a suspension."""
+
+    __tablename__ = "billing_notices"
+    __table_args__ = (sa.Index("ix_billing_notices_tenant", "tenant_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=sa.BigInteger)
+    tenant_id: str = Field(foreign_key="tenants.id", max_length=40)
+    kind: str = Field(max_length=40)
+    message: str = Field(max_length=1000)
+    ref: str | None = Field(default=None, max_length=100, description="the Stripe or invoice id it is about")
+    created_at: datetime = _tz(default_now=True)
+
+
+class StripeDispute(SQLModel, table=True):
+    """A chargeback opened by the card holder's bank, shown to the operator."""
+
+    __tablename__ = "stripe_disputes"
+
+    id: str = Field(primary_key=True, max_length=100, description="dp_…")
+    tenant_id: str | None = Field(default=None, max_length=40, index=True)
+    charge_id: str | None = Field(default=None, max_length=100)
+    payment_intent_id: str | None = Field(default=None, max_length=100)
+    amount_minor: int = Field(default=0, sa_type=sa.BigInteger)
+    currency: str | None = Field(default=None, max_length=3)
+    reason: str | None = Field(default=None, max_length=100)
+    status: str | None = Field(default=None, max_length=40)
+    created_at: datetime = _tz(default_now=True)

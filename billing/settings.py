@@ -60,3 +60,36 @@ class BillingSettings(BaseSettings):
         description="Let Stripe finalise and collect our invoices (about an hour after creation); off: drafts "
         "wait for review. localstripe does not know the parameter, so its tests turn it off.",
     )
+    stripe_publishable_key: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("STRIPE_PUBLISHABLE_KEY"),
+        description="The pk_… key a Billing page hands to Stripe.js (GET /v1/billing/config).",
+    )
+    stripe_js_url: str = Field(
+        default="https://js.stripe.com/v3/",
+        validation_alias=AliasChoices("STRIPE_JS_URL"),
+        description="Where a Billing page loads Stripe.js from (tests: the copy localstripe serves).",
+    )
+    topup_min_minor: int = Field(
+        default=500, ge=1, validation_alias=AliasChoices("BILLING_TOPUP_MIN"), description="Smallest top-up."
+    )
+    topup_max_minor: int = Field(
+        default=1_000_000, ge=1, validation_alias=AliasChoices("BILLING_TOPUP_MAX"), description="Largest top-up."
+    )
+    days_until_due: int = Field(
+        default=14,
+        ge=0,
+        validation_alias=AliasChoices("BILLING_DAYS_UNTIL_DUE"),
+        description="Days a postpaid invoice sent to a tenant without a card has before it is due.",
+    )
+    grace_days: float = Field(
+        default=14,
+        ge=0,
+        validation_alias=AliasChoices("BILLING_GRACE_DAYS"),
+        description="Days an invoice may stay unpaid after its due date before the tenant is suspended.",
+    )
+    dunning_schedule: str = Field(
+        default="*/10 * * * *",
+        validation_alias=AliasChoices("BILLING_DUNNING_SCHEDULE"),
+        description="Cron expression of the periodic overdue-invoice check (a pgqueuer schedule).",
+    )

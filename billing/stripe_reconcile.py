@@ -9,7 +9,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from billing.errors import StripeRejected
 from billing.ledger import INVOICES
+from billing.payments import PAYMENTS
 from billing.settings import BillingSettings
 from billing.stripe_api import call, stripe_client
 
@@ -47,3 +49,25 @@ async def stripe_totals(conn: AsyncConnection, settings: BillingSettings) -> dic
 def _is_ours(line: Any, invoice_id: str) -> bool:
     metadata: dict[str, str] = dict(line.to_dict().get("metadata") or {})
     return metadata.get("lgw_invoice_id") == invoice_id
+
+
+async def payment_problems(conn: AsyncConnection, settings: BillingSettings) -> dict[str, list[str]]:
+    """tenant → our payments whose state differs from Stripe's: a PaymentIntent that succeeded on Stripe but is
+    not credited here (a webhook and a read-back both missed), or one credited here that Stripe does not call
+    succeeded."""
+    rows = (await conn.execute(sa.select(PAYMENTS.c.id, PAYMENTS.c.tenant_id, PAYMENTS.c.credited,
+                                         PAYMENTS.c.error))).all()  # fmt: skip
+    out: dict[str, list[str]] = defaultdict(list)
+    async with stripe_client(settings) as client:
+        for row in rows:
+            try:
+                remote = await call(client.v1.payment_intents.retrieve_async(row.id))
+            except StripeRejected as exc:
+                out[row.tenant_id].append(f"payment {row.id}: {exc.message}")
+                continue
+            succeeded = remote.status == "succeeded"
+            if succeeded and not row.credited and row.error is None:
+                out[row.tenant_id].append(f"payment {row.id} succeeded on Stripe but is not credited")
+            elif row.credited and not succeeded:
+                out[row.tenant_id].append(f"payment {row.id} is credited but is {remote.status} on Stripe")
+    return dict(out)

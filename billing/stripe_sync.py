@@ -19,6 +19,7 @@ import stripe
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from billing import collection
 from billing.errors import StripeRejected, StripeUnavailable
 from billing.invoices import LINES, OUTBOX
 from billing.ledger import ACCOUNTS, INVOICES
@@ -120,7 +121,9 @@ async def _push(
             sub = await create_subscription(client, customer_id, inv.tenant_id, plan_id)
             sub_id = await _store(db, inv.tenant_id, "stripe_subscription_id", sub)
     to_push = InvoiceToPush(inv.id, inv.tenant_id, inv.period, inv.currency, [dict(r._mapping) for r in lines])
-    return await push_invoice(client, to_push, customer_id, sub_id, settings.stripe_auto_advance)
+    stripe_id = await push_invoice(client, to_push, customer_id, sub_id, settings.stripe_auto_advance)
+    await collection.collect(db, client, inv.id, stripe_id, settings)
+    return stripe_id
 
 
 async def _store(db: AsyncEngine, tenant_id: str, column: str, value: str) -> str:

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 import stripe
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from billing import payment_events
 from billing.errors import InvalidBillingInput, UnknownAccount
 from billing.ledger import ACCOUNTS, INVOICES, add_entry
 from billing.settings import BillingSettings
@@ -53,9 +54,13 @@ def verify(payload: bytes, signature: str | None, settings: BillingSettings) -> 
 
 async def apply(conn: AsyncConnection, event: dict[str, Any]) -> dict[str, Any]:
     """Apply a verified event in the caller's transaction; unknown events and others' invoices are ignored."""
+    if not await payment_events.first_time(conn, event):
+        return {"received": True, "id": event.get("id"), "type": event["type"], "handled": "duplicate"}
     obj = (event.get("data") or {}).get("object") or {}
     handled, refused = None, None
-    if event["type"] in PAID_EVENTS and obj.get("object") == "invoice" and obj.get("id"):
+    if event["type"] in payment_events.TYPES:
+        handled = await payment_events.apply(conn, event["type"], obj)
+    elif event["type"] in PAID_EVENTS and obj.get("object") == "invoice" and obj.get("id"):
         meta = obj.get("metadata") or {}
         if meta.get("kind") == "topup":
             refused = await _credit_top_up(conn, obj, meta)
@@ -64,6 +69,7 @@ async def apply(conn: AsyncConnection, event: dict[str, Any]) -> dict[str, Any]:
             handled = await _mark_paid(conn, obj, meta)
     if handled is None:
         log.info("Stripe event %s (%s) ignored", event.get("id"), event["type"])
+    await payment_events.mark(conn, event, handled)
     answer = {"received": True, "id": event.get("id"), "type": event["type"], "handled": handled}
     if refused is not None:
         answer["refused"] = refused

@@ -46,6 +46,8 @@ from gateway.fine_tuning.routes import FineTuningController
 from gateway.health.routes import healthz, readyz
 from gateway.http_errors import EXCEPTION_HANDLERS
 from gateway.metrics import Metrics, MetricsMiddleware, keep_gauges_fresh
+from gateway.payments.jobs import run_worker as run_payments_worker
+from gateway.payments.routes import AdminPaymentsController, PaymentsController
 from gateway.proxy.routes import MaasController, OpenAIController
 from gateway.proxy.service import ProxyService
 from gateway.settings import Settings
@@ -120,6 +122,11 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Any:
             if settings.billing.stripe_api_key is not None
             else None
         )
+        payments_worker = (
+            asyncio.create_task(run_payments_worker(db_engine, settings), name="payments-worker")
+            if settings.billing.stripe_api_key is not None
+            else None
+        )
         app.state.update(
             db_engine=db_engine,
             sessions=db.session_factory(db_engine),
@@ -150,6 +157,8 @@ def _lifespan(settings: Settings, metrics: Metrics) -> Any:
             listener.cancel()
             if stripe_worker is not None:
                 stripe_worker.cancel()
+            if payments_worker is not None:
+                payments_worker.cancel()
             await writer.stop()
             await limiter.flush()
             heartbeat.cancel()
@@ -197,6 +206,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             AdminEngineController,
             AdminBillingController,
             stripe_webhook,
+            PaymentsController,
+            AdminPaymentsController,
             AdminUsageController,
             *dashboard_routes(settings),
         ],

@@ -9,7 +9,14 @@ from typing import Any
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
-from billing.errors import BillingError, InsufficientQuota, InvalidBillingInput, UnknownAccount
+from billing.errors import (
+    BillingError,
+    InsufficientQuota,
+    InvalidBillingInput,
+    PaymentDeclined,
+    StripeNotConfigured,
+    UnknownAccount,
+)
 from gateway.db import is_unavailable
 from gateway.errors import DatabaseUnavailable, GatewayError
 
@@ -21,6 +28,8 @@ _BILLING: dict[type[BillingError], tuple[int, str, str]] = {
     InsufficientQuota: (429, "insufficient_quota", "insufficient_quota"),
     UnknownAccount: (404, "invalid_request_error", "not_found"),
     InvalidBillingInput: (400, "invalid_request_error", "invalid_request"),
+    PaymentDeclined: (402, "card_error", "card_declined"),  # Stripe's decline code, when it gives one, wins
+    StripeNotConfigured: (503, "server_error", "stripe_not_configured"),
 }
 _BILLING_OTHER = (503, "server_error", "billing_unavailable")  # Stripe errors, which should not reach a client
 _LITESTAR: dict[int, tuple[str, str]] = {
@@ -65,6 +74,8 @@ def gateway_error_handler(_: Request[Any, Any, Any], exc: GatewayError) -> Respo
 
 def billing_error_handler(_: Request[Any, Any, Any], exc: BillingError) -> Response[Any]:
     status, type_, code = billing_status(exc)
+    if isinstance(exc, PaymentDeclined):
+        code = exc.code or code
     return _json(status, error_body(exc.message, type_, code, exc.param))
 
 

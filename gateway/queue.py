@@ -17,6 +17,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 FINE_TUNE = "fine_tune"
 EXPIRE_UPLOAD = "expire_upload"
+# Payments (gateway/payments/jobs.py): auto-recharge jobs are enqueued by billing itself, inside the usage
+# transaction (billing/auto_recharge.py); the dunning check is a pgqueuer schedule.
+AUTO_RECHARGE = "billing_auto_recharge"
+DUNNING = "billing_dunning"
 
 
 def install_sql() -> str:

@@ -17,6 +17,7 @@ from devstack.postgres import EmbeddedPostgres
 from gateway.migrate import upgrade
 from tests.support.processes import ROOT, GatewayProcess, free_port
 from tests.support.sql import Sql
+from tests.support.stripe import run_localstripe
 from tests.support.trainer import TrainerProcess
 
 ARTIFACTS = ROOT / "test-artifacts"
@@ -65,6 +66,12 @@ def database_url(postgres: EmbeddedPostgres | None) -> str:
     assert url
     upgrade(url)
     return url
+
+
+@pytest.fixture(scope="session")
+def localstripe(workdir: Path) -> Iterator[object]:
+    """One localstripe for the whole session (every test file that talks to "Stripe" shares it)."""
+    yield from run_localstripe(workdir)
 
 
 @pytest.fixture(scope="session")

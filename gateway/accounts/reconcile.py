@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from billing.settings import BillingSettings
-from billing.stripe_reconcile import stripe_totals
+from billing.stripe_reconcile import payment_problems, stripe_totals
 
 _QUERY = sa.text(
     """
@@ -36,19 +36,32 @@ _QUERY = sa.text(
                    sum(amount_micros) OVER w AS run_money, sum(trial_delta) OVER w AS run_trial
             FROM ledger_entries WINDOW w AS (PARTITION BY tenant_id ORDER BY id)
         ) x GROUP BY tenant_id
+    ), uncredited AS (
+        SELECT p.tenant_id, count(*) AS n FROM stripe_payments p JOIN billing_accounts a ON a.tenant_id = p.tenant_id
+        WHERE p.status = 'succeeded' AND p.currency = a.currency AND (
+            SELECT count(*) FROM ledger_entries e WHERE e.idempotency_key = p.id AND e.kind = 'credit') <> 1
+        GROUP BY p.tenant_id
+    ), unmatched AS (
+        SELECT e.tenant_id, count(*) AS n FROM ledger_entries e
+        WHERE e.kind = 'credit' AND left(e.idempotency_key, 3) = 'pi_' AND NOT EXISTS (
+            SELECT 1 FROM stripe_payments p WHERE p.id = e.idempotency_key AND p.status = 'succeeded')
+        GROUP BY e.tenant_id
     )
     SELECT t.id AS tenant_id, t.name,
            coalesce(u.requests, 0) AS usage_requests, coalesce(u.tokens, 0) AS usage_tokens,
            coalesce(c.requests, 0) AS charged_requests, coalesce(c.tokens, 0) AS charged_tokens,
            coalesce(cc.tokens, 0) AS closed_charged_tokens, coalesce(cc.micros, 0) AS closed_charged_micros,
            coalesce(iv.tokens, 0) AS invoiced_tokens, coalesce(iv.micros, 0) AS invoiced_micros,
-           coalesce(r.bad, 0) AS bad_balances
+           coalesce(r.bad, 0) AS bad_balances,
+           coalesce(pu.n, 0) AS uncredited_payments, coalesce(pm.n, 0) AS unmatched_credits
     FROM tenants t
     LEFT JOIN usage u ON u.tenant_id = t.id
     LEFT JOIN charged c ON c.tenant_id = t.id
     LEFT JOIN charged_closed cc ON cc.tenant_id = t.id
     LEFT JOIN invoiced iv ON iv.tenant_id = t.id
     LEFT JOIN running r ON r.tenant_id = t.id
+    LEFT JOIN uncredited pu ON pu.tenant_id = t.id
+    LEFT JOIN unmatched pm ON pm.tenant_id = t.id
     ORDER BY t.name
     """
 )
@@ -71,6 +84,8 @@ class TenantReconciliation:
     sent_minor: int | None = None  # our invoices that went to Stripe (None: Stripe not checked)
     stripe_minor: int | None = None  # what Stripe holds for them
     unsent_invoices: int = 0
+    uncredited_payments: int = 0  # succeeded PaymentIntents without exactly one credit entry
+    unmatched_credits: int = 0  # credit entries keyed by a PaymentIntent that is not a succeeded payment of ours
 
 
 def _problems(r: Any) -> list[str]:
@@ -85,6 +100,10 @@ def _problems(r: Any) -> list[str]:
             f"invoiced {r.invoiced_tokens} tokens/{r.invoiced_micros} µ ≠ "
             f"charged in closed periods {r.closed_charged_tokens}/{r.closed_charged_micros} µ"
         )
+    if r.uncredited_payments:
+        out.append(f"{r.uncredited_payments} succeeded Stripe payments without exactly one credit entry")
+    if r.unmatched_credits:
+        out.append(f"{r.unmatched_credits} credit entries from Stripe without a succeeded payment")
     if r.bad_balances:
         out.append(f"{r.bad_balances} ledger entries whose running balance is not the sum of the entries before")
     return out
@@ -105,6 +124,10 @@ async def reconcile(conn: AsyncConnection, stripe: BillingSettings | None = None
             entry.stripe_minor = totals.stripe_minor if totals else 0
             entry.unsent_invoices = totals.unsent if totals else 0
             entry.problems.extend(totals.problems if totals else [])
+        for tenant_id, problems in (await payment_problems(conn, stripe)).items():
+            for entry in report:
+                if entry.tenant_id == tenant_id:
+                    entry.problems.extend(problems)
     return report
 
 

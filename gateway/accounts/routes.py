@@ -20,6 +20,7 @@ from gateway.accounts.schemas import (
 )
 from gateway.admin.guard import admin_guard
 from gateway.audit.service import Actor
+from gateway.auth.dependencies import provide_paying_caller
 from gateway.auth.service import Caller
 from gateway.settings import Settings
 
@@ -42,6 +43,7 @@ async def _balance(db: AsyncEngine, tenant_id: str) -> dict[str, Any]:
 class TenantBillingController(Controller):
     path = "/v1"
     tags = ["Billing"]
+    dependencies = {"caller": provide_paying_caller}  # an overdue tenant still sees what it owes
 
     @get("/balance")
     async def balance(self, caller: Caller, db_engine: AsyncEngine) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from billing import stripe_webhooks
 from gateway.audit import service as audit
 from gateway.audit.service import Actor
+from gateway.payments import dunning
 from gateway.settings import Settings
 
 
@@ -22,4 +23,6 @@ async def stripe_webhook(request: Request[Any, Any, Any], db_engine: AsyncEngine
         if refused := answer.get("refused"):  # a payment we did not credit: an operator must act on it
             actor = Actor.of(request, "stripe")
             await audit.record(conn, actor, "billing.topup_refused", refused["stripe_invoice_id"], refused)
+        if answer["handled"] == "invoice_paid":  # paying an overdue invoice resumes its tenant at once
+            await dunning.invoice_paid(conn, (event.get("data") or {}).get("object") or {})
     return answer

@@ -18,6 +18,7 @@ from gateway.auth import service as auth
 from gateway.auth.models import ApiKey, Tenant
 from gateway.db import guarded, transaction
 from gateway.errors import Conflict, InvalidRequest, NotFound
+from gateway.payments import dunning
 from gateway.settings import TenantDefaults
 from gateway.timeutil import utcnow
 from gateway.usage.models import UsageRecord
@@ -118,6 +119,9 @@ async def patch_tenant(
     check_limits(limits, tenant=True)
     tenant = await _load_and_set(session, Tenant, tenant_id, "tenant", name, limits, checked=True)
     if suspended is not None:
+        if not suspended and tenant.suspended_reason is not None:  # resumed by hand: dunning's invoices waived
+            await dunning.waive_all(await session.connection(), tenant_id)
+            tenant.suspended_reason = None
         tenant.suspended_at = (tenant.suspended_at or utcnow()) if suspended else None
     changes: dict[str, Any] = {k: v for k, v in (("name", name), ("suspended", suspended)) if v is not None}
     taken = Conflict(f"A tenant named {name!r} already exists.", param="name")

@@ -22,6 +22,14 @@ async def _cached_caller(request: Request[Any, Any, Any], state: State) -> Calle
     )
 
 
+async def _paying_caller(request: Request[Any, Any, Any], state: State) -> Caller:
+    return await authenticate(
+        state.db_engine, request.headers.get("authorization"), defaults=state.settings.tenants, overdue_ok=True
+    )
+
+
 provide_caller = Provide(_caller)
+# For the billing routes: a tenant suspended for an overdue invoice can still see and pay it.
+provide_paying_caller = Provide(_paying_caller)
 provide_cached_caller = Provide(_cached_caller)
 METERED = {"caller": provide_cached_caller}

@@ -17,6 +17,7 @@ class Tenant(SQLModel, table=True):
     name: str = Field(max_length=200, unique=True)
     created_at: datetime = tz_field(default_now=True)
     suspended_at: datetime | None = tz_field(nullable=True)
+    suspended_reason: str | None = Field(default=None, max_length=40, description="invoice_overdue: by dunning")
     rpm_limit: int | None = None
     tpm_limit: int | None = Field(default=None, sa_type=sa.BigInteger)
     max_concurrent_requests: int | None = None

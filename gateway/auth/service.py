@@ -29,6 +29,7 @@ _LOOKUP = (
         _KEYS.c.tenant_id,
         _KEYS.c.expires_at,
         _TENANTS.c.suspended_at,
+        _TENANTS.c.suspended_reason,
         _KEYS.c.rpm_limit.label("k_rpm"),
         _KEYS.c.tpm_limit.label("k_tpm"),
         _KEYS.c.max_concurrent_requests.label("k_conc"),
@@ -50,6 +51,12 @@ class Caller:
     limits: tuple[Limits, ...] = ()
 
 
+_SUSPENDED = "This account is suspended: its API keys cannot be used. Contact the operator."
+_SUSPENDED_BECAUSE = {  # tenants.suspended_reason → what the tenant is told (gateway/payments/dunning.py)
+    "invoice_overdue": "This account is suspended because an invoice is overdue. Pay it from the link in Stripe's "
+    "invoice e-mail or on the console's Billing page (GET /v1/invoices lists it); access resumes as soon as it is "
+    "paid.",
+}
 _BAD_KEY = "Incorrect API key provided. You can find your API key in your account settings."
 
 
@@ -72,10 +79,16 @@ class KeyCache:
 
 
 async def authenticate(
-    db: AsyncEngine, authorization: str | None, cache: KeyCache | None = None, *, defaults: TenantDefaults
+    db: AsyncEngine,
+    authorization: str | None,
+    cache: KeyCache | None = None,
+    *,
+    defaults: TenantDefaults,
+    overdue_ok: bool = False,
 ) -> Caller:
     """Resolve an `Authorization: Bearer sk-…` header to its live key, or raise AuthenticationFailed. The
-    tenant's limits are its own where set, else `defaults` (a key's unset limit is no limit of the key's)."""
+    tenant's limits are its own where set, else `defaults` (a key's unset limit is no limit of the key's).
+    `overdue_ok`: a tenant suspended for an overdue invoice still reaches the routes where it pays."""
     token = bearer_token(authorization)
     if not token:
         raise AuthenticationFailed(
@@ -93,10 +106,8 @@ async def authenticate(
         row = (await conn.execute(_LOOKUP, {"h": key_hash})).first()
     if row is None or (row.expires_at is not None and row.expires_at <= utcnow()):
         raise AuthenticationFailed(_BAD_KEY)
-    if row.suspended_at is not None:
-        raise PermissionDenied(
-            "This account is suspended: its API keys cannot be used. Contact the operator.", code="account_suspended"
-        )
+    if row.suspended_at is not None and not (overdue_ok and row.suspended_reason == "invoice_overdue"):
+        raise PermissionDenied(_SUSPENDED_BECAUSE.get(row.suspended_reason, _SUSPENDED), code="account_suspended")
     own = TenantDefaults.effective
     limits = (
         Limits(

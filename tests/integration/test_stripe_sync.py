@@ -7,18 +7,13 @@ touches this file's invoices, never the ones other tests leave pending at today'
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import os
 import secrets
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -33,49 +28,13 @@ from billing.settings import BillingSettings
 from billing.sql import Alchemy
 from gateway.settings import to_asyncpg_url
 from tests.conftest import ARTIFACTS
-from tests.support.processes import GatewayProcess, free_port
+from tests.support.processes import GatewayProcess
 from tests.support.sql import Sql
+from tests.support.stripe import API_KEY, WEBHOOK_SECRET, signed, stripe_get
+from tests.support.stripe import wait_answers as _wait_answers
 
 EPOCH = datetime(2001, 1, 1, tzinfo=UTC)
-API_KEY = "sk_test_lgw_" + secrets.token_hex(4)
-WEBHOOK_SECRET = "whsec_" + secrets.token_hex(16)
 BACKOFF = 60
-
-
-@pytest.fixture(scope="session")
-def localstripe(workdir: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """localstripe on a free port, started fresh (it keeps all state in memory) and stopped at the end."""
-    port = free_port()
-    log = (workdir / "localstripe.log").open("ab")
-    exe = Path(sys.executable).parent / "localstripe"
-    proc = subprocess.Popen([str(exe), "--port", str(port), "--from-scratch"], stdout=log, stderr=subprocess.STDOUT)
-    proc.url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
-    try:
-        _wait_answers(proc)
-        yield proc
-    finally:
-        proc.send_signal(signal.SIGCONT)
-        proc.terminate()
-        proc.wait(10)
-
-
-def _wait_answers(proc: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "localstripe exited"
-        try:
-            stripe_get(proc, "/v1/customers", limit=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise TimeoutError("localstripe did not answer")
-
-
-def stripe_get(proc: Any, path: str, **params: Any) -> dict[str, Any]:
-    """Read Stripe's state directly, as the tests read PostgreSQL directly."""
-    r = httpx.get(proc.url + path, params=params, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=5)
-    r.raise_for_status()
-    return dict(r.json())
 
 
 @pytest.fixture(scope="session")
@@ -237,13 +196,6 @@ def stripe_gateway(gateway_env: dict[str, str]) -> Iterator[GatewayProcess]:
     gw.start()
     yield gw
     gw.stop()
-
-
-def signed(event: dict[str, Any], secret: str = WEBHOOK_SECRET, at: int | None = None) -> tuple[bytes, str]:
-    payload = json.dumps(event).encode()
-    t = int(time.time()) if at is None else at
-    mac = hmac.new(secret.encode(), f"{t}.".encode() + payload, hashlib.sha256).hexdigest()
-    return payload, f"t={t},v1={mac}"
 
 
 def deliver(gw: GatewayProcess, event: dict[str, Any], **sign: Any) -> httpx.Response:

@@ -129,3 +129,12 @@ def test_session_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SESSION_COOKIE_SECURE", "sometimes")
     with pytest.raises(ValueError):
         Settings()
+
+
+def test_payment_queue_names_agree() -> None:
+    """billing enqueues auto-recharge jobs itself (it never imports the gateway): same name as the worker's."""
+    from billing import auto_recharge
+    from gateway import queue
+    from gateway.payments import dunning
+
+    assert queue.AUTO_RECHARGE == auto_recharge.ENTRYPOINT and queue.DUNNING == dunning.ENTRYPOINT

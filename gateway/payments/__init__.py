@@ -1,0 +1,1 @@
+"""Tenants pay by themselves: card on file, top-ups, auto-recharge, dunning (the logic of money is in billing/)."""
