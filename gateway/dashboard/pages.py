@@ -38,7 +38,9 @@ def page(
     return Template(
         template_name=name,
         context={"static": STATIC, "who": who, "flash": who.flash if who else None,
-                 "can_manage": bool(who and allows(who.role, Permission.MANAGE)), **context},
+                 "can_manage": bool(who and allows(who.role, Permission.MANAGE)),
+                 "can_bill": bool(who and allows(who.role, Permission.BILLING)),
+                 "can_operators": bool(who and allows(who.role, Permission.OPERATORS)), **context},
         status_code=status_code,
         headers={**HEADERS, **(headers or {})},
     )  # fmt: skip

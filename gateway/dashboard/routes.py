@@ -1,4 +1,5 @@
-"""The admin dashboard at /admin: sign-in, overview, tenant drill-down, key revocation. Thin: parse, query, render."""
+"""The admin dashboard at /admin: sign-in, overview, tenant drill-down, key revocation (the other actions:
+gateway/dashboard/actions/). Thin: parse, query, render."""
 
 from __future__ import annotations
 
@@ -17,8 +18,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.admin import service as admin
 from gateway.audit.service import Actor, client_ip
-from gateway.dashboard import charts, service, session
+from gateway.dashboard import session, views
 from gateway.dashboard.account import AccountController
+from gateway.dashboard.actions.billing import BillingController
+from gateway.dashboard.actions.operators import OperatorsController
+from gateway.dashboard.actions.tenants import TenantActions
 from gateway.dashboard.format import FILTERS
 from gateway.dashboard.pages import STATIC, page
 from gateway.dashboard.signin import SignInController
@@ -29,10 +33,6 @@ from gateway.settings import Settings
 HERE = Path(__file__).parent
 
 
-def _window(name: str) -> service.Window:
-    return service.WINDOWS.get(name, service.WINDOWS["24h"])
-
-
 class DashboardController(Controller):
     guards = [session.require_session]
 
@@ -41,25 +41,14 @@ class DashboardController(Controller):
         self, request: Request[Any, Any, Any], db_engine: AsyncEngine, settings: Settings,
         window: Annotated[str, Parameter(query="range")] = "24h",
     ) -> Template:  # fmt: skip
-        w = _window(window)
-        data = await service.overview(db_engine, w)
-        currency = settings.billing.currency
-        return page(
-            request, "overview.html", data=data, window=w, windows=list(service.WINDOWS), currency=currency,
-            in_flight=service.in_flight(request.app.state),
-            charts=charts.overview(data, w, currency),
-        )  # fmt: skip
+        return await views.overview(request, db_engine, settings, window)
 
     @get("/dashboard/tenants/{tenant_id:str}", include_in_schema=False)
     async def tenant(
-        self, request: Request[Any, Any, Any], tenant_id: str, db_engine: AsyncEngine,
+        self, request: Request[Any, Any, Any], tenant_id: str, db_engine: AsyncEngine, settings: Settings,
         window: Annotated[str, Parameter(query="range")] = "7d",
     ) -> Template:  # fmt: skip
-        w = _window(window)
-        data = await service.tenant_page(db_engine, tenant_id, w)
-        currency = data["balance"].currency
-        return page(request, "tenant.html", data=data, window=w, windows=list(service.WINDOWS), currency=currency,
-                    charts=charts.tenant(data, w, currency))  # fmt: skip
+        return await views.tenant(request, db_engine, settings, tenant_id, window)
 
     @post("/dashboard/keys/{key_id:str}/revoke", include_in_schema=False, status_code=303, guards=[session.may_manage])
     async def revoke(self, request: Request[Any, Any, Any], key_id: str, db_session: AsyncSession) -> Redirect:
@@ -92,7 +81,14 @@ def dashboard_routes(settings: Settings) -> list[Router]:
     """The dashboard's pages (behind the session cookie) and its static files (not)."""
     pages = Router(
         path="/admin",
-        route_handlers=[SignInController, DashboardController, AccountController],
+        route_handlers=[
+            SignInController,
+            DashboardController,
+            AccountController,
+            TenantActions,
+            BillingController,
+            OperatorsController,
+        ],
         exception_handlers={session.SignInRequired: _sign_in, GatewayError: _error_page, HTTPException: _error_page},
         include_in_schema=False,
     )

@@ -17,3 +17,5 @@ AREA = web.Area(cookie=COOKIE, path="/admin", operators=True)
 SignInRequired = web.SignInRequired
 require_session = web.signed_in(AREA)
 may_manage = web.requires(AREA, Permission.MANAGE)
+may_bill = web.requires(AREA, Permission.BILLING)
+may_manage_operators = web.requires(AREA, Permission.OPERATORS)

@@ -1,10 +1,26 @@
-/* The dashboard's charts: reads the JSON the page embeds (#chart-data) and draws it with Chart.js. No inline script. */
+/* The dashboard's charts and its small helpers (confirm, copy): reads the JSON the page embeds (#chart-data) and draws it with Chart.js. No inline script. */
 (function () {
   "use strict";
   // Revoking asks first; the listener lives here because the page's CSP allows no inline handlers.
   document.querySelectorAll("form[data-confirm]").forEach(function (form) {
     form.addEventListener("submit", function (event) {
       if (!window.confirm(form.getAttribute("data-confirm"))) event.preventDefault();
+    });
+  });
+
+  // "Copy" next to a value shown once (a new key): the clipboard API, else select it for the user to copy.
+  document.querySelectorAll("button[data-copy]").forEach(function (button) {
+    button.addEventListener("click", function () {
+      var field = document.querySelector(button.getAttribute("data-copy"));
+      if (!field) return;
+      field.select();
+      var copied = function () { button.textContent = "Copied"; };
+      if (navigator.clipboard && window.isSecureContext) {
+        navigator.clipboard.writeText(field.value).then(copied, function () { document.execCommand("copy"); copied(); });
+      } else {
+        document.execCommand("copy");
+        copied();
+      }
     });
   });
 
