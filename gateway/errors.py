@@ -3,13 +3,18 @@
 GatewayError                       any error a client may see
 ├── InvalidRequest          400    malformed JSON, missing or wrong fields
 ├── AuthenticationFailed    401    no key, unknown key, revoked key, bad admin token
+├── CardDeclined            402    the card was declined (Stripe's decline code)
 ├── PermissionDenied        403    the caller is known but may not do this
 ├── NotFound                404    unknown model/adapter/tenant/key — or someone else's
+├── MethodNotAllowed        405
 ├── Conflict                409    a name already taken
 ├── LengthRequired          411    an upload without Content-Length
 ├── PayloadTooLarge         413
+├── UnsupportedMediaType    415
 ├── Unprocessable           422    well-formed but unacceptable (e.g. a bad adapter)
 ├── RateLimited             429
+├── QuotaExceeded           429    trial tokens and credit cannot cover the request
+├── BillingUnavailable      503    Stripe unreachable or not configured
 ├── EngineError                    the engine is the cause (raised only by gateway.engine)
 │   ├── EngineRejected      4xx    the engine refused the request; its message is passed on
 │   ├── EngineFailed        502    the engine answered with a 5xx or garbage
@@ -17,9 +22,11 @@ GatewayError                       any error a client may see
 │   └── EngineTimeout       504
 └── DatabaseUnavailable     503    cannot meter, so we do not serve
 
-Plain data, no imports of the web or the database (like httpx's `_exceptions.py`): gateway/db.py translates
-driver errors into these (`db_errors`), gateway/engine/client.py translates the engine's; gateway/http_errors.py
-is the one place that turns them (and billing's own tree, billing/errors.py) into OpenAI-shaped HTTP answers.
+Plain data, no imports of the web or the database (like httpx's `_exceptions.py`), and the only place where a
+status, OpenAI type and code are written down. Lower-level errors are translated into this tree at their
+boundary: gateway/db.py the driver's (`db_errors`), gateway/engine/client.py the engine's, gateway/http_errors.py
+billing's own tree (billing/errors.py; billing never imports the gateway) and Litestar's, before it turns any of
+them into an OpenAI-shaped answer.
 """
 
 from __future__ import annotations
@@ -62,6 +69,12 @@ class AuthenticationFailed(GatewayError):
     code = "invalid_api_key"
 
 
+class CardDeclined(GatewayError):
+    status_code = 402
+    type = "card_error"
+    code = "card_declined"
+
+
 class PermissionDenied(GatewayError):
     status_code = 403
     type = "permission_error"
@@ -72,6 +85,12 @@ class NotFound(GatewayError):
     status_code = 404
     type = "invalid_request_error"
     code = "not_found"
+
+
+class MethodNotAllowed(GatewayError):
+    status_code = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
 
 
 class Conflict(GatewayError):
@@ -92,6 +111,12 @@ class PayloadTooLarge(GatewayError):
     code = "payload_too_large"
 
 
+class UnsupportedMediaType(GatewayError):
+    status_code = 415
+    type = "invalid_request_error"
+    code = "unsupported_media_type"
+
+
 class Unprocessable(GatewayError):
     status_code = 422
     type = "invalid_request_error"
@@ -102,6 +127,18 @@ class RateLimited(GatewayError):
     status_code = 429
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
+
+
+class QuotaExceeded(GatewayError):
+    status_code = 429
+    type = "insufficient_quota"
+    code = "insufficient_quota"
+
+
+class BillingUnavailable(GatewayError):
+    status_code = 503
+    type = "server_error"
+    code = "billing_unavailable"
 
 
 class EngineError(GatewayError):

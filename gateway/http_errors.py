@@ -1,5 +1,5 @@
-"""The HTTP boundary of both error trees (gateway/errors.py, billing/errors.py): the one body builder, the one
-mapping of errors to status/type/code, and the exception handlers that use them."""
+"""The HTTP boundary: foreign errors (billing's tree, Litestar's own) translated into gateway/errors.py's tree,
+which alone carries statuses, types and codes; the one body builder; the exception handlers that use them."""
 
 from __future__ import annotations
 
@@ -18,29 +18,43 @@ from billing.errors import (
     UnknownAccount,
 )
 from gateway.db import is_unavailable
-from gateway.errors import DatabaseUnavailable, GatewayError
+from gateway.errors import (
+    AuthenticationFailed,
+    BillingUnavailable,
+    CardDeclined,
+    DatabaseUnavailable,
+    GatewayError,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    QuotaExceeded,
+    RateLimited,
+    UnsupportedMediaType,
+)
 
 log = logging.getLogger(__name__)
 
-# What is not a GatewayError (which carries its own status, type and code) as (status, type, code): billing's
-# errors (billing never imports the gateway), and Litestar's own by status.
-_BILLING: dict[type[BillingError], tuple[int, str, str]] = {
-    InsufficientQuota: (429, "insufficient_quota", "insufficient_quota"),
-    UnknownAccount: (404, "invalid_request_error", "not_found"),
-    InvalidBillingInput: (400, "invalid_request_error", "invalid_request"),
-    PaymentDeclined: (402, "card_error", "card_declined"),  # Stripe's decline code, when it gives one, wins
-    StripeNotConfigured: (503, "server_error", "stripe_not_configured"),
+# The one translation table: a foreign error becomes this gateway error (with its message and param), and the
+# code given here where the class's own does not fit. Billing errors by class (the nearest in the MRO wins; any
+# other — Stripe's — is BillingUnavailable), Litestar's by status (any other: a bare 4xx/5xx of that status).
+_BILLING: dict[type[BillingError], tuple[type[GatewayError], str | None]] = {
+    InsufficientQuota: (QuotaExceeded, None),
+    UnknownAccount: (NotFound, None),
+    InvalidBillingInput: (InvalidRequest, "invalid_request"),
+    PaymentDeclined: (CardDeclined, None),
+    StripeNotConfigured: (BillingUnavailable, "stripe_not_configured"),
 }
-_BILLING_OTHER = (503, "server_error", "billing_unavailable")  # Stripe errors, which should not reach a client
-_LITESTAR: dict[int, tuple[str, str]] = {
-    400: ("invalid_request_error", "invalid_request"),
-    401: ("invalid_request_error", "invalid_api_key"),
-    403: ("permission_error", "permission_denied"),
-    404: ("invalid_request_error", "not_found"),
-    405: ("invalid_request_error", "method_not_allowed"),
-    413: ("invalid_request_error", "payload_too_large"),
-    415: ("invalid_request_error", "unsupported_media_type"),
-    429: ("rate_limit_error", "rate_limit_exceeded"),
+_LITESTAR: dict[int, tuple[type[GatewayError], str | None]] = {
+    400: (InvalidRequest, "invalid_request"),
+    401: (AuthenticationFailed, None),
+    403: (PermissionDenied, None),
+    404: (NotFound, None),
+    405: (MethodNotAllowed, None),
+    413: (PayloadTooLarge, None),
+    415: (UnsupportedMediaType, None),
+    429: (RateLimited, None),
 }
 _INTERNAL = "The server had an error while processing your request."
 
@@ -54,12 +68,36 @@ def gateway_error_body(exc: GatewayError) -> dict[str, Any]:
     return error_body(exc.message, exc.type, exc.code, exc.param)
 
 
-def billing_status(exc: BillingError) -> tuple[int, str, str]:
-    """(status, type, code) of a billing error."""
-    for cls in type(exc).__mro__:
-        if cls in _BILLING:
-            return _BILLING[cls]
-    return _BILLING_OTHER
+def from_billing(exc: BillingError) -> GatewayError:
+    """The gateway error a billing error answers as."""
+    cls, code = next((_BILLING[c] for c in type(exc).__mro__ if c in _BILLING), (BillingUnavailable, None))
+    if isinstance(exc, PaymentDeclined):
+        code = exc.code or None  # Stripe's decline code, when it gives one
+    return cls(exc.message, code=code, param=exc.param)
+
+
+def from_litestar(exc: HTTPException) -> GatewayError:
+    """The gateway error one of Litestar's own (routing, validation, body size) answers as."""
+    status, message, param = exc.status_code, exc.detail or "Request failed", None
+    if isinstance(exc, ValidationException):
+        status = 400
+        extra = exc.extra if isinstance(exc.extra, list) else []
+        if extra and isinstance(extra[0], dict):
+            param = str(extra[0].get("key") or "") or None
+            detail = extra[0].get("message")
+            message = f"{message}: {param}: {detail}" if param and detail else message
+    headers = dict(exc.headers or {})
+    if status in _LITESTAR:
+        cls, code = _LITESTAR[status]
+        return cls(message, code=code, param=param, headers=headers)
+    if status >= 500:
+        return GatewayError(_INTERNAL, status_code=status, headers=headers)
+    return InvalidRequest(message, status_code=status, param=param, headers=headers)
+
+
+def billing_status(exc: BillingError) -> int:
+    """The HTTP status a billing error answers with."""
+    return from_billing(exc).status_code
 
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response[Any]:
@@ -72,29 +110,12 @@ def gateway_error_handler(_: Request[Any, Any, Any], exc: GatewayError) -> Respo
     return _json(exc.status_code, gateway_error_body(exc), exc.headers)
 
 
-def billing_error_handler(_: Request[Any, Any, Any], exc: BillingError) -> Response[Any]:
-    status, type_, code = billing_status(exc)
-    if isinstance(exc, PaymentDeclined):
-        code = exc.code or code
-    return _json(status, error_body(exc.message, type_, code, exc.param))
+def billing_error_handler(request: Request[Any, Any, Any], exc: BillingError) -> Response[Any]:
+    return gateway_error_handler(request, from_billing(exc))
 
 
-def http_exception_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
-    """Litestar's own errors (routing, validation, body size) in OpenAI's shape."""
-    status = exc.status_code
-    type_, code = _LITESTAR.get(status, ("server_error" if status >= 500 else "invalid_request_error", None))
-    message = exc.detail or "Request failed"
-    param = None
-    if isinstance(exc, ValidationException):
-        status, (type_, code) = 400, _LITESTAR[400]
-        extra = exc.extra if isinstance(exc.extra, list) else []
-        if extra and isinstance(extra[0], dict):
-            param = str(extra[0].get("key") or "") or None
-            detail = extra[0].get("message")
-            message = f"{message}: {param}: {detail}" if param and detail else message
-    if status >= 500:
-        message = _INTERNAL
-    return _json(status, error_body(message, type_, code, param), dict(exc.headers or {}))
+def http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    return gateway_error_handler(request, from_litestar(exc))
 
 
 def unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

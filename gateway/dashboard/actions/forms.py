@@ -33,7 +33,7 @@ async def operator(request: Request[Any, Any, Any]) -> tuple[Principal, Actor]:
 
 def refusal(exc: GatewayError | BillingError) -> dict[str, Any]:
     """Template context of a refused form: its message and HTTP status."""
-    status = billing_status(exc)[0] if isinstance(exc, BillingError) else exc.status_code
+    status = billing_status(exc) if isinstance(exc, BillingError) else exc.status_code
     return {"status_code": status, "action_error": exc.message}
 
 
