@@ -16,6 +16,7 @@ from gateway.adapters.slots import UploadSlots
 from gateway.adapters.storage import AdapterStore
 from gateway.adapters.upload import UploadLimits, deploy_upload
 from gateway.audit.service import Actor
+from gateway.auth.models import Scope
 from gateway.auth.service import Caller
 from gateway.engine.pool import EnginePool
 from gateway.errors import InvalidRequest, LengthRequired, PayloadTooLarge
@@ -79,7 +80,8 @@ class AdapterController(Controller):
         engines: EnginePool,
         adapter_store: AdapterStore,
     ) -> DeploymentPublic:
-        """Upload a PEFT LoRA adapter and deploy it on the shared engines (seconds)."""
+        """Upload a PEFT LoRA adapter and deploy it on the shared engines (seconds). Needs the `deployments` scope."""
+        caller.require(Scope.DEPLOYMENTS)
         settings: Settings = request.app.state.settings
         boundary = _boundary(request, settings)
         bounds = await quotas.bounds(db_engine, caller.tenant_id, settings.tenants)
@@ -125,6 +127,7 @@ class AdapterController(Controller):
         engines: EnginePool,
         adapter_store: AdapterStore,
     ) -> dict[str, Any]:
+        caller.require(Scope.DEPLOYMENTS)
         adapter = await service.get_owned(db_session, caller.tenant_id, deployment_id)
         await service.delete(db_session, engines, adapter_store, adapter, Actor.of(request, caller.key_id))
         return {"id": adapter.id, "object": "deployment", "deleted": True}

@@ -14,7 +14,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from gateway import ids
 from gateway.admission.limits import Limits
 from gateway.auth.keys import KEY_PREFIX, bearer_token, display_prefix, generate_key, hash_key
-from gateway.auth.models import ApiKey, Tenant
+from gateway.auth.models import ALL_SCOPES, ApiKey, Scope, Tenant, TenantStatus
 from gateway.cache import Invalidations, TtlCache
 from gateway.db import db_errors, guarded
 from gateway.errors import AuthenticationFailed, Conflict, InvalidRequest, NotFound, PermissionDenied
@@ -29,6 +29,8 @@ _LOOKUP = (
         _KEYS.c.tenant_id,
         _KEYS.c.expires_at,
         _TENANTS.c.suspended_at,
+        _TENANTS.c.status,
+        _KEYS.c.scopes,
         _KEYS.c.rpm_limit.label("k_rpm"),
         _KEYS.c.tpm_limit.label("k_tpm"),
         _KEYS.c.max_concurrent_requests.label("k_conc"),
@@ -48,6 +50,14 @@ class Caller:
     key_id: str
     tenant_id: str
     limits: tuple[Limits, ...] = ()
+    scopes: frozenset[str] = frozenset(ALL_SCOPES)
+
+    def require(self, scope: Scope) -> None:
+        """PermissionDenied unless the key was given `scope` (a leaked inference key cannot mint keys)."""
+        if scope.value not in self.scopes:
+            raise PermissionDenied(
+                f"This API key lacks the {scope.value!r} scope. Use a key created with it.", code="missing_scope"
+            )
 
 
 _BAD_KEY = "Incorrect API key provided. You can find your API key in your account settings."
@@ -97,6 +107,11 @@ async def authenticate(
         raise PermissionDenied(
             "This account is suspended: its API keys cannot be used. Contact the operator.", code="account_suspended"
         )
+    if row.status != TenantStatus.ACTIVE:
+        raise PermissionDenied(
+            f"This account is {row.status}: its API keys cannot be used until an operator approves it.",
+            code=f"account_{row.status}",
+        )
     own = TenantDefaults.effective
     limits = (
         Limits(
@@ -107,7 +122,12 @@ async def authenticate(
         ),
         Limits(f"k:{row.id}", row.k_rpm, row.k_tpm, row.k_conc),
     )
-    caller = Caller(key_id=row.id, tenant_id=row.tenant_id, limits=tuple(lim for lim in limits if lim.any))
+    caller = Caller(
+        key_id=row.id,
+        tenant_id=row.tenant_id,
+        limits=tuple(lim for lim in limits if lim.any),
+        scopes=frozenset(row.scopes),
+    )
     if cache is not None:
         expires = row.expires_at.timestamp() if row.expires_at is not None else None
         cache.entries.put(key_hash, (caller, expires), generation)
@@ -131,10 +151,16 @@ async def get_tenant(session: AsyncSession, tenant_id: str) -> Tenant:
 
 
 async def create_key(
-    session: AsyncSession, tenant_id: str, name: str, expires_at: datetime | None = None
+    session: AsyncSession,
+    tenant_id: str,
+    name: str,
+    expires_at: datetime | None = None,
+    scopes: list[str] | None = None,
 ) -> tuple[ApiKey, str]:
-    """A new key for the tenant (not committed); the plaintext is returned once and never stored."""
+    """A new key for the tenant (not committed), with `scopes` (None: all); the plaintext is returned once and
+    never stored."""
     await get_tenant(session, tenant_id)
+    scopes = check_scopes(scopes) if scopes is not None else list(ALL_SCOPES)
     if expires_at is not None and (expires_at.tzinfo is None or expires_at <= utcnow()):
         raise InvalidRequest("expires_at must be a future time with a timezone.", param="expires_at")
     plaintext = generate_key()
@@ -145,9 +171,18 @@ async def create_key(
         prefix=display_prefix(plaintext),
         key_hash=hash_key(plaintext),
         expires_at=expires_at,
+        scopes=scopes,
     )
     session.add(key)
     return key, plaintext
+
+
+def check_scopes(scopes: list[str]) -> list[str]:
+    """The scopes in their canonical order; InvalidRequest for an unknown one or none."""
+    unknown = [s for s in scopes if s not in ALL_SCOPES]
+    if unknown or not scopes:
+        raise InvalidRequest(f"scopes must be a non-empty list of: {', '.join(ALL_SCOPES)}.", param="scopes")
+    return [s for s in ALL_SCOPES if s in scopes]
 
 
 async def revoke_key(session: AsyncSession, key_id: str) -> ApiKey:

@@ -17,7 +17,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.admin import service as admin
 from gateway.audit.service import Actor, client_ip
-from gateway.dashboard import charts, service, session
+from gateway.dashboard import applications, charts, service, session
 from gateway.dashboard.account import AccountController
 from gateway.dashboard.format import FILTERS
 from gateway.dashboard.pages import STATIC, page
@@ -47,7 +47,7 @@ class DashboardController(Controller):
         return page(
             request, "overview.html", data=data, window=w, windows=list(service.WINDOWS), currency=currency,
             in_flight=service.in_flight(request.app.state),
-            charts=charts.overview(data, w, currency),
+            charts=charts.overview(data, w, currency), applications=await applications.pending(db_engine),
         )  # fmt: skip
 
     @get("/dashboard/tenants/{tenant_id:str}", include_in_schema=False)
@@ -92,7 +92,7 @@ def dashboard_routes(settings: Settings) -> list[Router]:
     """The dashboard's pages (behind the session cookie) and its static files (not)."""
     pages = Router(
         path="/admin",
-        route_handlers=[SignInController, DashboardController, AccountController],
+        route_handlers=[SignInController, DashboardController, AccountController, applications.ApplicationsController],
         exception_handlers={session.SignInRequired: _sign_in, GatewayError: _error_page, HTTPException: _error_page},
         include_in_schema=False,
     )
@@ -104,4 +104,5 @@ def template_config() -> TemplateConfig[JinjaTemplateEngine]:
     def register(engine: JinjaTemplateEngine) -> None:
         engine.engine.filters.update(FILTERS)
 
-    return TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine, engine_callback=register)
+    console = HERE.parent / "console" / "templates"  # the console's pages: console/*.html
+    return TemplateConfig(directory=[HERE / "templates", console], engine=JinjaTemplateEngine, engine_callback=register)
