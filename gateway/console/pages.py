@@ -13,7 +13,7 @@ from gateway.dashboard.pages import HEADERS, STATIC
 
 def page(
     request: Request[Any, Any, Any],
-    name: str,
+    template: str,
     status_code: int = 200,
     headers: dict[str, str] | None = None,
     **context: Any,
@@ -21,7 +21,7 @@ def page(
     """A console page; every form adds `csrf_input` (Litestar's CSRF middleware checks it)."""
     who = request.scope.get("state", {}).get(f"principal:{session.COOKIE}")
     return Template(
-        template_name=f"console/{name}",
+        template_name=f"console/{template}",
         context={"static": STATIC, "who": who, "flash": who.flash if who else None, **context},
         status_code=status_code,
         headers={**HEADERS, **(headers or {})},

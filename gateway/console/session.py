@@ -19,16 +19,24 @@ AREA = web.Area(cookie=COOKIE, path="/console", operators=False)
 SignInRequired = web.SignInRequired
 
 
+async def current(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal | None:
+    """The live console session's user, if its tenant is active (else None, as if signed out)."""
+    principal = await web.current(AREA, connection)
+    if principal is None or principal.tenant_id is None:
+        return None
+    async with connection.app.state.sessions() as db:
+        try:
+            await signup.check_tenant_active(db, principal.tenant_id)
+        except TenantNotActive:
+            connection.scope["state"][f"principal:{COOKIE}"] = None
+            return None
+    return principal
+
+
 async def require_session(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """Guard: a live console session of an active tenant; pages without one redirect to sign-in."""
-    principal = await web.current(AREA, connection)
-    if principal is not None and principal.tenant_id is not None:
-        async with connection.app.state.sessions() as db:
-            try:
-                await signup.check_tenant_active(db, principal.tenant_id)
-                return
-            except TenantNotActive:
-                connection.scope["state"][f"principal:{COOKIE}"] = None
+    if await current(connection) is not None:
+        return
     if connection.scope.get("method") == "GET":
         raise SignInRequired("Sign in first.")
     raise PermissionDeniedException("Sign in first.")

@@ -51,7 +51,7 @@ class ConsoleSignInController(Controller):
 
     @get("/login", include_in_schema=False)
     async def login_form(self, request: Request[Any, Any, Any], settings: Settings) -> Template | Redirect:
-        if await web.current(session.AREA, request) is not None:
+        if await session.current(request) is not None:
             return Redirect("/console", status_code=303)
         return page(request, "login.html", mode=settings.signup.mode)
 
