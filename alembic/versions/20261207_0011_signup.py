@@ -1,4 +1,4 @@
-"""sign-up: a tenant's status (pending applications, rejections) and API key scopes
+"""sign-up: a tenant's status (pending applications, rejections), API key scopes, playground usage rows
 
 Revision ID: 20261207_0011
 Revises: 20261207_0010
@@ -31,9 +31,14 @@ def upgrade() -> None:
         "api_keys",
         sa.Column("scopes", postgresql.ARRAY(sa.Text()), nullable=False, server_default=sa.text(ALL_SCOPES)),
     )
+    # Which door a metered call came through: the API, or the console's playground.
+    op.add_column("usage_records", sa.Column("source", sa.Text(), nullable=False, server_default="api"))
+    op.create_check_constraint("ck_usage_records_source", "usage_records", "source IN ('api', 'playground')")
 
 
 def downgrade() -> None:
+    op.drop_constraint("ck_usage_records_source", "usage_records", type_="check")
+    op.drop_column("usage_records", "source")
     op.drop_column("api_keys", "scopes")
     op.drop_index("ix_tenants_status", table_name="tenants")
     op.drop_constraint("ck_tenants_status", "tenants", type_="check")

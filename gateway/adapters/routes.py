@@ -11,6 +11,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.adapters import quotas, service
 from gateway.adapters.form import UploadForm, read_upload_form
+from gateway.adapters.models import Adapter
 from gateway.adapters.schemas import DeploymentList, DeploymentPublic
 from gateway.adapters.slots import UploadSlots
 from gateway.adapters.storage import AdapterStore
@@ -66,6 +67,42 @@ async def _read_form(request: Request[Any, Any, Any], boundary: bytes, store: Ad
     return form
 
 
+async def receive_upload(
+    request: Request[Any, Any, Any],
+    tenant_id: str,
+    actor: Actor,
+    db_session: AsyncSession,
+    db_engine: AsyncEngine,
+    engines: EnginePool,
+    adapter_store: AdapterStore,
+) -> Adapter:
+    """Read a multipart upload (bounded, streamed to disk) and deploy it (deploy_upload): the API's upload and the
+    console's "New deployment" form share it."""
+    settings: Settings = request.app.state.settings
+    boundary = _boundary(request, settings)
+    bounds = await quotas.bounds(db_engine, tenant_id, settings.tenants)
+    await quotas.admit_upload(db_engine, bounds)  # before the body is read
+    slots: UploadSlots = request.app.state.upload_slots
+    with slots.hold(tenant_id):
+        form = await _read_form(request, boundary, adapter_store)
+        try:
+            limits = UploadLimits(settings.adapters.max_unpacked_bytes, settings.adapters.base_model_dir)
+            return await deploy_upload(
+                db_session,
+                engines,
+                adapter_store,
+                limits,
+                tenant_id,
+                _check_name(form.fields.get("name")),
+                form.fields.get("base_model") or None,
+                form.files,
+                actor,
+                bounds,
+            )
+        finally:
+            form.close()
+
+
 class AdapterController(Controller):
     path = "/v1/adapters"
     tags = ["Deployments"]
@@ -82,29 +119,8 @@ class AdapterController(Controller):
     ) -> DeploymentPublic:
         """Upload a PEFT LoRA adapter and deploy it on the shared engines (seconds). Needs the `deployments` scope."""
         caller.require(Scope.DEPLOYMENTS)
-        settings: Settings = request.app.state.settings
-        boundary = _boundary(request, settings)
-        bounds = await quotas.bounds(db_engine, caller.tenant_id, settings.tenants)
-        await quotas.admit_upload(db_engine, bounds)  # before the body is read
-        slots: UploadSlots = request.app.state.upload_slots
-        with slots.hold(caller.tenant_id):
-            form = await _read_form(request, boundary, adapter_store)
-            try:
-                limits = UploadLimits(settings.adapters.max_unpacked_bytes, settings.adapters.base_model_dir)
-                adapter = await deploy_upload(
-                    db_session,
-                    engines,
-                    adapter_store,
-                    limits,
-                    caller.tenant_id,
-                    _check_name(form.fields.get("name")),
-                    form.fields.get("base_model") or None,
-                    form.files,
-                    Actor.of(request, caller.key_id),
-                    bounds,
-                )
-            finally:
-                form.close()
+        actor = Actor.of(request, caller.key_id)
+        adapter = await receive_upload(request, caller.tenant_id, actor, db_session, db_engine, engines, adapter_store)
         return DeploymentPublic.of(adapter)
 
     @get("/")

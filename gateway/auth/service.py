@@ -3,11 +3,13 @@ its audit row), and authenticate a bearer key. Knows nothing of HTTP."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -51,6 +53,7 @@ class Caller:
     tenant_id: str
     limits: tuple[Limits, ...] = ()
     scopes: frozenset[str] = frozenset(ALL_SCOPES)
+    source: str = "api"  # "playground": the console's playground, marked so in the usage rows
 
     def require(self, scope: Scope) -> None:
         """PermissionDenied unless the key was given `scope` (a leaked inference key cannot mint keys)."""
@@ -99,6 +102,15 @@ async def authenticate(
         if hit is not None and (hit[1] is None or hit[1] > time.time()):
             return hit[0]
         generation = cache.entries.token()
+    caller, expires_at = await _resolve(db, key_hash, defaults)
+    if cache is not None:
+        expires = expires_at.timestamp() if expires_at is not None else None
+        cache.entries.put(key_hash, (caller, expires), generation)
+    return caller
+
+
+async def _resolve(db: AsyncEngine, key_hash: str, defaults: TenantDefaults) -> tuple[Caller, datetime | None]:
+    """The live key with this hash, as a Caller, and its expiry; AuthenticationFailed or PermissionDenied."""
     async with guarded(), db.connect() as conn:
         row = (await conn.execute(_LOOKUP, {"h": key_hash})).first()
     if row is None or (row.expires_at is not None and row.expires_at <= utcnow()):
@@ -128,10 +140,34 @@ async def authenticate(
         limits=tuple(lim for lim in limits if lim.any),
         scopes=frozenset(row.scopes),
     )
-    if cache is not None:
-        expires = row.expires_at.timestamp() if row.expires_at is not None else None
-        cache.entries.put(key_hash, (caller, expires), generation)
-    return caller
+    return caller, row.expires_at
+
+
+def playground_hash(tenant_id: str) -> str:
+    """The key_hash of the tenant's playground key. Not a SHA-256 hex digest, so no bearer token ever hashes to
+    it: the key works only through the console's signed-in playground, never from outside."""
+    return f"playground:{tenant_id}"
+
+
+async def playground_caller(session: AsyncSession, db: AsyncEngine, tenant_id: str, defaults: TenantDefaults) -> Caller:
+    """The Caller of the console's playground for the tenant: its own inference-only key (made on first use), so
+    playground calls are admitted, limited, metered and billed exactly like API calls, and marked `playground`."""
+    key_hash = playground_hash(tenant_id)
+    try:
+        caller, _ = await _resolve(db, key_hash, defaults)
+        return dataclasses.replace(caller, source="playground")
+    except AuthenticationFailed:
+        pass  # not made yet (or revoked by an operator: then the insert does nothing and it stays refused)
+    stmt = (
+        postgresql.insert(_KEYS)
+        .values(id=ids.key_id(), tenant_id=tenant_id, name="Console playground", prefix="playground",
+                key_hash=key_hash, created_at=utcnow(), scopes=[Scope.INFERENCE.value])
+        .on_conflict_do_nothing(index_elements=["key_hash"])
+    )  # fmt: skip
+    await session.execute(stmt)
+    await session.commit()
+    caller, _ = await _resolve(db, key_hash, defaults)
+    return dataclasses.replace(caller, source="playground")
 
 
 async def create_tenant(session: AsyncSession, name: str) -> Tenant:

@@ -8,10 +8,12 @@ import io
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billing import invoices, ledger, reports
 from billing.errors import UnknownAccount
+from billing.ledger import LEDGER
 from gateway.accounts.schemas import balance_json, invoice_json, usage_json
 from gateway.db import guarded
 from gateway.timeutil import utcnow
@@ -69,3 +71,18 @@ def usage_csv(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         writer.writerow([r[c] for c in CSV_COLUMNS])
     return out.getvalue()
+
+
+async def charge(db: AsyncEngine, tenant_id: str, request_id: str) -> dict[str, Any]:
+    """The ledger's charge of one of the tenant's requests: tokens, trial tokens used, cost; `found` false until
+    it is committed (another tenant's request is never found)."""
+    c = LEDGER.c
+    stmt = sa.select(c.prompt_tokens, c.completion_tokens, c.trial_delta, c.amount_micros).where(
+        c.tenant_id == tenant_id, c.request_id == request_id, c.kind == "charge"
+    )
+    async with guarded(), db.connect() as conn:
+        row = (await conn.execute(stmt)).first()
+    if row is None:
+        return {"found": False}
+    return {"found": True, "prompt_tokens": row.prompt_tokens, "completion_tokens": row.completion_tokens,
+            "trial_tokens_used": -row.trial_delta, "cost_micros": -row.amount_micros}  # fmt: skip

@@ -31,7 +31,7 @@ async def list_keys(db: AsyncEngine, tenant_id: str) -> list[dict[str, Any]]:
     stmt = (
         sa.select(_K.c.id, _K.c.name, _K.c.prefix, _K.c.scopes, _K.c.created_at, _K.c.expires_at, _K.c.revoked_at,
                   last_used.label("last_used_at"))
-        .where(_K.c.tenant_id == tenant_id)
+        .where(_K.c.tenant_id == tenant_id, ~_K.c.key_hash.startswith(auth.playground_hash("")))
         .order_by(_K.c.created_at.desc())
     )  # fmt: skip
     async with guarded(), db.connect() as conn:
@@ -68,7 +68,12 @@ async def revoke(session: AsyncSession, actor: Actor, tenant_id: str, key_id: st
     """Revoke one of the tenant's keys: NotFound for a missing, revoked or another tenant's key (the same)."""
     async with transaction(session):
         key = await session.get(ApiKey, key_id, with_for_update=True)
-        if key is None or key.tenant_id != tenant_id or key.revoked_at is not None:
+        if (
+            key is None
+            or key.tenant_id != tenant_id
+            or key.revoked_at is not None
+            or key.key_hash == auth.playground_hash(tenant_id)  # the console's own, not the tenant's to revoke
+        ):
             raise NotFound(f"No active key {key_id!r}.", param="key_id")
         key.revoked_at = utcnow()
         session.add(key)

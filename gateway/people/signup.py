@@ -79,7 +79,7 @@ async def sign_up(
             detail = {"mode": mode, "status": status.value, "email": email, "user_id": user.id}
             await audit.record(conn, Actor(f"user:{email}", ip), SIGNUP, tenant.id, detail)
         return user
-    except (GatewayError, Conflict) as exc:
+    except GatewayError as exc:
         await session.rollback()
         async with transaction(session):
             detail = {"reason": exc.code, "mode": mode}

@@ -4,6 +4,7 @@ their scopes, the cross-tenant probe, CSRF, and no secret in the logs."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -254,6 +255,10 @@ def test_self_serve_keys_and_their_scopes(gateway: Any, make_tenant: Any, models
     beyond = new_key(gateway, bearer(keys_only), scopes=["keys", "billing"])
     assert beyond.status_code == 403 and beyond.json()["error"]["code"] == "missing_scope"
     assert new_key(gateway, tenant.headers, scopes=["root"]).status_code == 400
+    # A key without `inference` cannot chat.
+    chat = httpx.post(f"{gateway.url}/v1/chat/completions", headers=bearer(keys_only),
+                      json={"model": "x", "messages": [{"role": "user", "content": "hi"}]})  # fmt: skip
+    assert chat.status_code == 403 and chat.json()["error"]["code"] == "missing_scope"
     # Revoke: 204, then the key is dead; the existing (all-scope) key kept working throughout.
     assert httpx.delete(f"{gateway.url}/v1/keys/{made['id']}", headers=tenant.headers).status_code == 204
     assert httpx.get(f"{gateway.url}/v1/models", headers=bearer(made["key"])).status_code == 401
@@ -350,3 +355,38 @@ def test_no_password_session_or_key_in_the_logs() -> None:
     assert PASSWORD not in text
     leaked = [s[:10] for s in SECRETS_SEEN if s and s in text]
     assert not leaked, leaked
+
+
+def test_the_playground_goes_through_the_proxy_and_is_marked(gateway: Any, admin: httpx.Client, sql: Sql) -> None:
+    console, _, tenant_id = approved(gateway, sql, admin)
+    page = console.http.get("/console/playground")
+    assert page.status_code == 200
+    base = re.search(r'<optgroup label="Base models"><option value="([^"]+)"', page.text)
+    assert base, page.text[:2000]
+    token = re.search(r'name="_csrf_token" value="([^"]+)"', page.text)
+    assert token
+    body = {"model": base.group(1), "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 6,
+            "temperature": 0}  # fmt: skip
+    assert console.http.post("/console/playground/chat", json=body).status_code == 403  # no CSRF token
+    r = console.http.post("/console/playground/chat", json=body, headers={"X-CSRFToken": token.group(1)})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream"), r.text[:300]
+    chunks = [json.loads(line[5:]) for line in r.text.splitlines() if line.startswith("data:") and "[DONE]" not in line]
+    usage = next(c["usage"] for c in chunks if c.get("usage"))
+    request_id = r.headers["x-request-id"]
+    for _ in range(100):
+        cost = console.http.get(f"/console/playground/cost/{request_id}").json()
+        if cost["found"]:
+            break
+        time.sleep(0.1)
+    assert (cost["prompt_tokens"], cost["completion_tokens"]) == (usage["prompt_tokens"], usage["completion_tokens"])
+    assert cost["trial_tokens_used"] == usage["prompt_tokens"] + usage["completion_tokens"]  # billed to the trial
+    row = sql.one("SELECT source, tenant_id, prompt_tokens FROM usage_records WHERE request_id = $1", request_id)
+    assert row == {"source": "playground", "tenant_id": tenant_id, "prompt_tokens": usage["prompt_tokens"]}
+    # The playground's key is the console's own: not listed, not revocable, unusable from outside.
+    key_id = sql.scalar("SELECT api_key_id FROM usage_records WHERE request_id = $1", request_id)
+    assert key_id not in console.http.get("/console/keys").text
+    gone = console.post_form(f"/console/keys/{key_id}/revoke", {}, page="/console/keys")
+    assert gone.status_code == 404
+    # Another tenant cannot read this reply's cost.
+    other, _, _ = approved(gateway, sql, admin)
+    assert other.http.get(f"/console/playground/cost/{request_id}").json() == {"found": False}
