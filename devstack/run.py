@@ -132,7 +132,7 @@ def main() -> None:
         columns = demo_columns(state, keys)
         step("asking the same questions of the base model and both tenants' adapters")
         print("\n" + render(["prompt", *(c.title for c in columns)], answers(gateway_url, columns)))
-        print_banner(gateway_url, token, state, keys)
+        print_banner(gateway_url, token, state, keys, settings.signup.mode)
         gateway.wait()
     except KeyboardInterrupt:
         print("\nstopping …", flush=True)
@@ -148,7 +148,19 @@ def main() -> None:
                 thing.stop()  # type: ignore[attr-defined]
 
 
-def print_banner(url: str, admin: str, state: dict[str, Any], keys: list[str]) -> None:
+def console_lines(url: str, signup_mode: str) -> str:
+    """How a newcomer gets in: the console's address, and how an application is approved."""
+    how = {
+        "approval": f"apply there, then approve it on the dashboard ({url}/admin: sign in with the admin token,\n"
+        "               Applications → Approve), or restart with SIGNUP_MODE=open make run",
+        "open": "sign up there: accounts are active at once, with trial tokens (SIGNUP_MODE=open)",
+        "closed": "sign-up is closed (SIGNUP_MODE=closed): create tenants with POST /admin/tenants",
+    }[signup_mode]
+    return f" Console     : {url}/console   (tenants sign up, deploy LoRAs, chat in the playground)\n" \
+           f"               {how}\n Dashboard   : {url}/admin"  # fmt: skip
+
+
+def print_banner(url: str, admin: str, state: dict[str, Any], keys: list[str], signup_mode: str = "approval") -> None:
     tenants = "\n".join(
         f" Tenant {i}    : {t['tenant_id']}  key {key}\n"
         f"                LoRA {t['adapter_name']!r}, deployment {t['adapter_id']}"
@@ -164,6 +176,7 @@ def print_banner(url: str, admin: str, state: dict[str, Any], keys: list[str]) -
  The gateway is running at {url}   (Ctrl-C stops everything)
 
  Admin token : {admin}
+{console_lines(url, signup_mode)}
  Base model  : {state["base_model"]}
 {tenants}
 

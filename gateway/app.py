@@ -29,6 +29,7 @@ from gateway.adapters.slots import UploadSlots
 from gateway.adapters.storage import AdapterStore
 from gateway.admin.engine_routes import AdminEngineController
 from gateway.admin.routes import AdminController
+from gateway.admin.signup_routes import AdminSignupController
 from gateway.admin.usage_routes import AdminUsageController
 from gateway.admission.limits import Grant, RateLimiter
 from gateway.admission.open_requests import OpenRequests
@@ -36,6 +37,7 @@ from gateway.admission.stopwatch import Observer
 from gateway.auth.dependencies import provide_caller
 from gateway.auth.service import KeyCache
 from gateway.cache import Invalidations
+from gateway.console.routes import console_routes
 from gateway.csrf import csrf_middleware
 from gateway.dashboard.routes import dashboard_routes, template_config
 from gateway.engine.pool import EnginePool
@@ -45,6 +47,7 @@ from gateway.files.storage import BlobStore
 from gateway.fine_tuning.routes import FineTuningController
 from gateway.health.routes import healthz, readyz
 from gateway.http_errors import EXCEPTION_HANDLERS
+from gateway.keys.routes import KeysController
 from gateway.metrics import Metrics, MetricsMiddleware, keep_gauges_fresh
 from gateway.payments.jobs import run_worker as run_payments_worker
 from gateway.payments.routes import AdminPaymentsController, PaymentsController
@@ -201,8 +204,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             FileController,
             FineTuningController,
             UploadController,
+            KeysController,
             TenantBillingController,
             AdminController,
+            AdminSignupController,
             AdminEngineController,
             AdminBillingController,
             stripe_webhook,
@@ -210,6 +215,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             AdminPaymentsController,
             AdminUsageController,
             *dashboard_routes(settings),
+            *console_routes(),
         ],
         lifespan=[_lifespan(settings, metrics)],
         middleware=[DefineMiddleware(MetricsMiddleware, metrics=metrics), csrf_middleware(settings)],

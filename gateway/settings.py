@@ -318,6 +318,23 @@ class SessionSettings(_Base):
     )
 
 
+class SignupSettings(_Base):
+    """Tenants signing themselves up on the console (/console/signup)."""
+
+    mode: Literal["closed", "approval", "open"] = Field(
+        default="approval",
+        validation_alias=AliasChoices("SIGNUP_MODE"),
+        description="closed: only an operator creates tenants; approval: a sign-up waits for an operator to "
+        "approve it (dashboard or POST /admin/tenants/{id}/approve); open: active at once, with the trial tokens.",
+    )
+    per_address_per_hour: int = Field(
+        default=5,
+        ge=1,
+        validation_alias=AliasChoices("SIGNUP_PER_ADDRESS_PER_HOUR"),
+        description="Sign-ups from one client address in an hour, after which sign-ups are refused (429).",
+    )
+
+
 class StorageSettings(_Base):
     data_dir: Path = Field(
         default=Path(".data"),
@@ -414,6 +431,7 @@ class Settings(_Base):
     tenants: TenantDefaults = Field(default_factory=TenantDefaults)
     sessions: SessionSettings = Field(default_factory=SessionSettings)
     fine_tuning: FineTuningSettings = Field(default_factory=FineTuningSettings)
+    signup: SignupSettings = Field(default_factory=SignupSettings)
 
 
 def to_asyncpg_url(url: str) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, BinaryIO
 
 from litestar import Controller, Request, delete, get, post
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -11,11 +11,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.adapters import quotas, service
 from gateway.adapters.form import UploadForm, read_upload_form
+from gateway.adapters.models import Adapter
 from gateway.adapters.schemas import DeploymentList, DeploymentPublic
 from gateway.adapters.slots import UploadSlots
 from gateway.adapters.storage import AdapterStore
 from gateway.adapters.upload import UploadLimits, deploy_upload
 from gateway.audit.service import Actor
+from gateway.auth.models import Scope
 from gateway.auth.service import Caller
 from gateway.engine.pool import EnginePool
 from gateway.errors import InvalidRequest, LengthRequired, PayloadTooLarge
@@ -67,6 +69,48 @@ async def _read_form(request: Request[Any, Any, Any], boundary: bytes, store: Ad
     return form
 
 
+async def receive_upload(
+    request: Request[Any, Any, Any],
+    tenant_id: str,
+    actor: Actor,
+    db_session: AsyncSession,
+    db_engine: AsyncEngine,
+    engines: EnginePool,
+    adapter_store: AdapterStore,
+    *,
+    stored: tuple[dict[str, Any], dict[str, BinaryIO]] | None = None,
+) -> Adapter:
+    """Read a multipart upload (bounded, streamed to disk) — or take an archive already `stored` (a file_id) —
+    and deploy it (deploy_upload): the API's upload and the console's "New deployment" form share it."""
+    settings: Settings = request.app.state.settings
+    boundary = None if stored else _boundary(request, settings)
+    bounds = await quotas.bounds(db_engine, tenant_id, settings.tenants)
+    await quotas.admit_upload(db_engine, bounds)  # before the body is read
+    slots: UploadSlots = request.app.state.upload_slots
+    with slots.hold(tenant_id):
+        if stored:
+            form = UploadForm({k: str(v) for k, v in stored[0].items()}, stored[1])
+        else:
+            assert boundary is not None
+            form = await _read_form(request, boundary, adapter_store)
+        try:
+            limits = UploadLimits(settings.adapters.max_unpacked_bytes, settings.adapters.base_model_dir)
+            return await deploy_upload(
+                db_session,
+                engines,
+                adapter_store,
+                limits,
+                tenant_id,
+                _check_name(form.fields.get("name")),
+                form.fields.get("base_model") or None,
+                form.files,
+                actor,
+                bounds,
+            )
+        finally:
+            form.close()
+
+
 class AdapterController(Controller):
     path = "/v1/adapters"
     tags = ["Deployments"]
@@ -83,35 +127,14 @@ class AdapterController(Controller):
         file_store: BlobStore,
     ) -> DeploymentPublic:
         """Upload a PEFT LoRA adapter and deploy it on the shared engines (seconds); or name an `adapter` file
-        already stored (`file_id`, e.g. from the Uploads API) instead of sending the archive."""
-        settings: Settings = request.app.state.settings
+        already stored (`file_id`, e.g. from the Uploads API) instead of sending the archive. Needs the
+        `deployments` scope."""
+        caller.require(Scope.DEPLOYMENTS)
+        actor = Actor.of(request, caller.key_id)
         stored = await stored_adapter_form(request, caller.tenant_id, db_session, file_store)
-        boundary = None if stored else _boundary(request, settings)
-        bounds = await quotas.bounds(db_engine, caller.tenant_id, settings.tenants)
-        await quotas.admit_upload(db_engine, bounds)  # before the body is read
-        slots: UploadSlots = request.app.state.upload_slots
-        with slots.hold(caller.tenant_id):
-            if stored:
-                form = UploadForm({k: str(v) for k, v in stored[0].items()}, stored[1])
-            else:
-                assert boundary is not None
-                form = await _read_form(request, boundary, adapter_store)
-            try:
-                limits = UploadLimits(settings.adapters.max_unpacked_bytes, settings.adapters.base_model_dir)
-                adapter = await deploy_upload(
-                    db_session,
-                    engines,
-                    adapter_store,
-                    limits,
-                    caller.tenant_id,
-                    _check_name(form.fields.get("name")),
-                    form.fields.get("base_model") or None,
-                    form.files,
-                    Actor.of(request, caller.key_id),
-                    bounds,
-                )
-            finally:
-                form.close()
+        adapter = await receive_upload(
+            request, caller.tenant_id, actor, db_session, db_engine, engines, adapter_store, stored=stored
+        )
         return DeploymentPublic.of(adapter)
 
     @get("/")
@@ -134,6 +157,7 @@ class AdapterController(Controller):
         engines: EnginePool,
         adapter_store: AdapterStore,
     ) -> dict[str, Any]:
+        caller.require(Scope.DEPLOYMENTS)
         adapter = await service.get_owned(db_session, caller.tenant_id, deployment_id)
         await service.delete(db_session, engines, adapter_store, adapter, Actor.of(request, caller.key_id))
         return {"id": adapter.id, "object": "deployment", "deleted": True}

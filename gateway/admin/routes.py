@@ -30,6 +30,7 @@ from gateway.admin.schemas import (
 from gateway.audit import service as audit
 from gateway.audit.service import Actor
 from gateway.auth import service as auth
+from gateway.auth.models import TenantStatus
 from gateway.engine.pool import EnginePool
 from gateway.errors import InvalidRequest
 from gateway.settings import Settings
@@ -48,9 +49,13 @@ class AdminController(Controller):
     tags = ["Admin"]
 
     @get("/tenants")
-    async def list_tenants(self, db_engine: AsyncEngine, settings: Settings) -> dict[str, Any]:
-        """Every tenant with its state, key and deployment counts, balance and trial, limits."""
-        return {"object": "list", "data": await admin.list_tenants(db_engine, defaults=settings.tenants)}
+    async def list_tenants(
+        self, db_engine: AsyncEngine, settings: Settings, status: TenantStatus | None = None
+    ) -> dict[str, Any]:
+        """Every tenant with its state, key and deployment counts, balance and trial, limits; `?status=pending`:
+        the applications waiting for approval."""
+        data = await admin.list_tenants(db_engine, defaults=settings.tenants, status=status.value if status else None)
+        return {"object": "list", "data": data}
 
     @post("/tenants", status_code=201)
     async def create_tenant(

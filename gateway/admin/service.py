@@ -30,7 +30,7 @@ _U = UsageRecord.__table__  # type: ignore[attr-defined]
 
 _TENANTS = sa.text(
     """
-    SELECT t.id, t.name, t.created_at, t.suspended_at, a.mode AS billing_mode,
+    SELECT t.id, t.name, t.created_at, t.suspended_at, t.status, a.mode AS billing_mode,
            t.rpm_limit, t.tpm_limit, t.max_concurrent_requests,
            t.max_deployments, t.max_adapter_bytes, t.uploads_per_minute,
            (SELECT coalesce(sum(d.size_bytes), 0) FROM adapters d
@@ -42,7 +42,7 @@ _TENANTS = sa.text(
     LEFT JOIN billing_accounts a ON a.tenant_id = t.id
     LEFT JOIN LATERAL (SELECT balance_after_micros, trial_after FROM ledger_entries e
                        WHERE e.tenant_id = t.id ORDER BY e.id DESC LIMIT 1) l ON true
-    WHERE (CAST(:tid AS text) IS NULL OR t.id = :tid)
+    WHERE (CAST(:tid AS text) IS NULL OR t.id = :tid) AND (CAST(:status AS text) IS NULL OR t.status = :status)
     ORDER BY t.created_at
     """
 )
@@ -60,11 +60,12 @@ TENANT_LIMITS = {
 
 
 async def list_tenants(
-    db: AsyncEngine, tenant_id: str | None = None, defaults: TenantDefaults | None = None
+    db: AsyncEngine, tenant_id: str | None = None, defaults: TenantDefaults | None = None, status: str | None = None
 ) -> list[dict[str, Any]]:
-    """Tenants as stored; with `defaults`, each also has `effective_limits` (what applies, null: unlimited)."""
+    """Tenants as stored (only those of `status`, if given); with `defaults`, each also has `effective_limits`
+    (what applies, null: unlimited)."""
     async with guarded(), db.connect() as conn:
-        rows = [dict(r._mapping) for r in await conn.execute(_TENANTS, {"tid": tenant_id})]
+        rows = [dict(r._mapping) for r in await conn.execute(_TENANTS, {"tid": tenant_id, "status": status})]
     for r in rows:
         r["suspended"] = r["suspended_at"] is not None
         if defaults is not None:

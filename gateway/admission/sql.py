@@ -44,7 +44,7 @@ OPEN = """
                started_at)
     ), checked AS (
         SELECT r.*, (k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now())) AS key_live,
-               t.suspended_at IS NULL AS tenant_live,
+               (t.suspended_at IS NULL AND t.status = 'active') AS tenant_live,
                (r.adapter_id IS NULL OR (a.deleted_at IS NULL AND a.status = 'ready')) AS adapter_live
         FROM r JOIN api_keys k ON k.id = r.api_key_id JOIN tenants t ON t.id = r.tenant_id
         LEFT JOIN adapters a ON a.id = r.adapter_id

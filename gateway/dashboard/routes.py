@@ -18,7 +18,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.admin import service as admin
 from gateway.audit.service import Actor, client_ip
-from gateway.dashboard import session, views
+from gateway.dashboard import applications, session, views
 from gateway.dashboard.account import AccountController
 from gateway.dashboard.actions.billing import BillingController
 from gateway.dashboard.actions.operators import OperatorsController
@@ -88,6 +88,7 @@ def dashboard_routes(settings: Settings) -> list[Router]:
             TenantActions,
             BillingController,
             OperatorsController,
+            applications.ApplicationsController,
         ],
         exception_handlers={session.SignInRequired: _sign_in, GatewayError: _error_page, HTTPException: _error_page},
         include_in_schema=False,
@@ -100,4 +101,5 @@ def template_config() -> TemplateConfig[JinjaTemplateEngine]:
     def register(engine: JinjaTemplateEngine) -> None:
         engine.engine.filters.update(FILTERS)
 
-    return TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine, engine_callback=register)
+    console = HERE.parent / "console" / "templates"  # the console's pages: console/*.html
+    return TemplateConfig(directory=[HERE / "templates", console], engine=JinjaTemplateEngine, engine_callback=register)

@@ -8,7 +8,7 @@ from litestar import Request
 from litestar.response import Template
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.dashboard import charts, service
+from gateway.dashboard import applications, charts, service
 from gateway.dashboard.pages import page
 from gateway.settings import Settings
 
@@ -26,7 +26,7 @@ async def overview(
     return page(
         request, "overview.html", data=data, window=w, windows=list(service.WINDOWS), currency=currency,
         in_flight=service.in_flight(request.app.state), charts=charts.overview(data, w, currency),
-        billing=settings.billing, **extra,
+        billing=settings.billing, applications=await applications.pending(db), **extra,
     )  # fmt: skip
 
 

@@ -47,3 +47,23 @@ class InvalidEmail(InvalidRequest):
 
 class EmailTaken(Conflict):
     code = "email_taken"
+
+
+class SignupClosed(PermissionDenied):
+    code = "signup_closed"
+
+
+class SignupThrottled(RateLimited):
+    """Too many sign-ups from this address in the last hour."""
+
+    code = "signup_throttled"
+
+    def __init__(self, retry_after_s: int = 3600) -> None:
+        super().__init__("Too many sign-ups from your address. Try again later.",
+                         headers={"Retry-After": str(retry_after_s)})  # fmt: skip
+
+
+class TenantNotActive(PermissionDenied):
+    """A console user whose tenant is pending, rejected or suspended: told which, and not signed in."""
+
+    code = "account_not_active"

@@ -17,8 +17,14 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from gateway.audit import service as audit
 from gateway.audit.service import Actor
 from gateway.people import service as people
-from gateway.people import sessions, throttle
-from gateway.people.errors import AccountDisabled, InvalidCredentials, SignInThrottled, WrongAccountKind
+from gateway.people import sessions, signup, throttle
+from gateway.people.errors import (
+    AccountDisabled,
+    InvalidCredentials,
+    SignInThrottled,
+    TenantNotActive,
+    WrongAccountKind,
+)
 from gateway.people.models import User
 from gateway.people.sessions import ADMIN_TOKEN, SessionPolicy
 from gateway.people.throttle import ThrottlePolicy
@@ -61,6 +67,12 @@ async def with_password(
     if user.is_operator != operator:
         where = "the admin dashboard (/admin)" if user.is_operator else "the console (/console)"
         raise WrongAccountKind(f"This account signs in on {where}.")
+    if user.tenant_id is not None:
+        try:  # a pending, rejected or suspended tenant's users are told why, and get no session
+            await signup.check_tenant_active(session, user.tenant_id)
+        except TenantNotActive as exc:
+            await _audit(session, account, "signin.refused", {"reason": "tenant_not_active", "why": exc.message}, ip)
+            raise
     await throttle.clear_account(session, account)
     return await _open(session, policy, user=user, ip=ip, replacing=replacing)
 

@@ -14,6 +14,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from gateway.adapters import service as adapters
 from gateway.adapters.service import model_not_found
 from gateway.auth.dependencies import METERED
+from gateway.auth.models import Scope
 from gateway.auth.service import Caller
 from gateway.engine.pool import EnginePool
 from gateway.proxy.openapi import documented_body
@@ -35,9 +36,11 @@ _DEPLOYMENT_CHAT_BODY = documented_body(DeploymentChatRequest)
 _DEPLOYMENT_COMPLETION_BODY = documented_body(DeploymentCompletionRequest)
 
 
-async def _forward(
+async def forward(
     proxy: ProxyService, caller: Caller, raw: bytes, kind: str, path: str, deployment: str | None = None
 ) -> Response[Any]:
+    """One metered call through the proxy (admitted, limited, metered, billed); the console's playground too."""
+    caller.require(Scope.INFERENCE)
     limit = await proxy.engines.max_model_len()  # known after the first call
     body, model = parse_body(raw, kind, default_model=deployment, max_model_len=limit)
     if deployment is not None:  # the path names the deployment; it wins over any `model` in the body
@@ -62,12 +65,12 @@ class OpenAIController(Controller):
     @post("/chat/completions", status_code=200, operation_class=_CHAT_BODY, dependencies=METERED)
     async def chat_completions(self, request: Request[Any, Any, Any], caller: Caller, state: State) -> Response[Any]:
         """Chat completion on the base model or one of your adapters (`model` = name or deployment id)."""
-        return await _forward(state.proxy, caller, await request.body(), "chat", "/v1/chat/completions")
+        return await forward(state.proxy, caller, await request.body(), "chat", "/v1/chat/completions")
 
     @post("/completions", status_code=200, operation_class=_COMPLETION_BODY, dependencies=METERED)
     async def completions(self, request: Request[Any, Any, Any], caller: Caller, state: State) -> Response[Any]:
         """Text completion on the base model or one of your adapters."""
-        return await _forward(state.proxy, caller, await request.body(), "completions", "/v1/completions")
+        return await forward(state.proxy, caller, await request.body(), "completions", "/v1/completions")
 
     @get("/models")
     async def models(self, caller: Caller, db_session: AsyncSession, engines: EnginePool) -> dict[str, Any]:
@@ -95,16 +98,14 @@ class MaasController(Controller):
         self, deployment_id: str, request: Request[Any, Any, Any], caller: Caller, state: State
     ) -> Response[Any]:
         """Chat completion on one deployment."""
-        return await _forward(state.proxy, caller, await request.body(), "chat", "/v1/chat/completions", deployment_id)
+        return await forward(state.proxy, caller, await request.body(), "chat", "/v1/chat/completions", deployment_id)
 
     @post("/completions", status_code=200, operation_class=_DEPLOYMENT_COMPLETION_BODY, dependencies=METERED)
     async def completions(
         self, deployment_id: str, request: Request[Any, Any, Any], caller: Caller, state: State
     ) -> Response[Any]:
         """Text completion on one deployment."""
-        return await _forward(
-            state.proxy, caller, await request.body(), "completions", "/v1/completions", deployment_id
-        )
+        return await forward(state.proxy, caller, await request.body(), "completions", "/v1/completions", deployment_id)
 
 
 async def _models(caller: Caller, db_session: AsyncSession, engines: EnginePool) -> list[dict[str, Any]]:

@@ -284,6 +284,7 @@ class ProxyService:
                 http_status=http_status,
                 started_at=call.started_at,
                 finished_at=utcnow(),
+                source=call.caller.source,
             )
         )
         # Counted only once committed, so the counters agree with the usage table.

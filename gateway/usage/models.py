@@ -48,6 +48,10 @@ class UsageRecord(SQLModel, table=True):
     started_at: datetime = tz_field()
     finished_at: datetime = tz_field()
     latency_ms: int = 0
+    source: str = Field(
+        default="api", sa_type=sa.Text, sa_column_kwargs={"server_default": "api"},
+        description="api | playground (the console's playground, through the same path)",
+    )  # fmt: skip
 
 
 class OpenRequest(SQLModel, table=True):
@@ -110,6 +114,7 @@ class UsageRow(TypedDict):
     started_at: datetime
     finished_at: datetime
     latency_ms: int
+    source: str
 
 
 def usage_row(
@@ -128,6 +133,7 @@ def usage_row(
     http_status: int,
     started_at: datetime,
     finished_at: datetime,
+    source: str = "api",
 ) -> UsageRow:
     """A usage row; its latency is the time from start to finish."""
     return UsageRow(
@@ -146,4 +152,5 @@ def usage_row(
         started_at=started_at,
         finished_at=finished_at,
         latency_ms=int((finished_at - started_at).total_seconds() * 1000),
+        source=source,
     )

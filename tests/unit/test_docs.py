@@ -21,8 +21,8 @@ from gateway.settings import Settings
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 # "GET /v1/models/{model}" as the pages write a route: a method, then a path up to a space, backtick, ? or ).
 DOCUMENTED_ROUTE = re.compile(r"\b(GET|POST|PUT|PATCH|DELETE) (/[^\s`?)]*)")
-# Routes that are not the gateway's own API: Litestar's schema pages and the dashboard's vendored files.
-UNDOCUMENTED_PREFIXES = ("/schema", "/admin/dashboard/static/")
+# Routes that are not the gateway's own API: Litestar's schema pages, the dashboard's and console's static files.
+UNDOCUMENTED_PREFIXES = ("/schema", "/admin/dashboard/static/", "/console/static/")
 # Routes the pages name that belong to the engine, not to the gateway.
 ENGINE_ROUTES = {("POST", "/v1/load_lora_adapter")}
 
