@@ -19,7 +19,9 @@ async def stored_adapter_form(
     carrying the archive: the fields and the stored archive, opened. None when the form has no file_id."""
     length = request.headers.get("content-length") or ""
     small = length.isdigit() and int(length) <= 64 * 1024  # an archive-carrying upload is left to _read_form's limits
-    if not small or not request.headers.get("content-type", "").startswith(("multipart/", "application/x-www-form")):
+    # Only a urlencoded form names a stored file: a multipart body carries the archive itself, and is left unread
+    # for the upload's own streaming reader (reading it here would consume it).
+    if not small or not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
         return None
     form = await request.form()
     file_id = form.get("file_id")
