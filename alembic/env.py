@@ -27,8 +27,14 @@ def _url() -> str:
     return to_asyncpg_url(url)
 
 
+def _ours(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
+    """pgqueuer's tables (created from its own DDL by a migration, not modelled here) are not ours to compare."""
+    table = getattr(obj, "table", obj) if type_ in ("index", "column") else obj
+    return not str(getattr(table, "name", name) or "").startswith("pgqueuer")
+
+
 def _run(connection: Connection) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
+    context.configure(connection=connection, target_metadata=target_metadata, compare_type=True, include_object=_ours)
     with context.begin_transaction():
         context.run_migrations()
 

@@ -6,7 +6,7 @@ BillingError
 ├── InvalidBillingInput   a bad price, amount or period (400)
 ├── StripeUnavailable     Stripe could not be reached (or answered 429/5xx); the outbox retries later
 ├── StripeRejected        Stripe refused a call (4xx) or is not configured; retried later, logged as an error
-│   └── StripeNotConfigured   no STRIPE_API_KEY: payments are off (HTTP 503 stripe_not_configured)
+│   └── StripeNotConfigured   no STRIPE_API_KEY: payments are off (HTTP 404 stripe_not_configured)
 └── PaymentDeclined       the card was declined or needs authentication; Stripe's message (HTTP 402)
 """
 

@@ -98,7 +98,10 @@ class LedgerEntry(SQLModel, table=True):
 
 class Invoice(SQLModel, table=True):
     __tablename__ = "invoices"
-    __table_args__ = (sa.UniqueConstraint("tenant_id", "period", name="uq_invoices_tenant_period"),)
+    __table_args__ = (
+        sa.UniqueConstraint("tenant_id", "period", name="uq_invoices_tenant_period"),
+        sa.Index("ix_invoices_overdue", "due_at", postgresql_where=sa.text("status = 'open'")),  # dunning's scan
+    )
 
     id: str = Field(primary_key=True, max_length=40)
     tenant_id: str = Field(foreign_key="tenants.id", max_length=40, index=True)

@@ -6,6 +6,7 @@ GatewayError                       any error a client may see
 ├── CardDeclined            402    the card was declined (Stripe's decline code)
 ├── PermissionDenied        403    the caller is known but may not do this
 ├── NotFound                404    unknown model/adapter/tenant/key — or someone else's
+│   └── NotEnabled          404    a feature this gateway is not configured for (payments without Stripe)
 ├── MethodNotAllowed        405
 ├── Conflict                409    a name already taken
 ├── LengthRequired          411    an upload without Content-Length
@@ -85,6 +86,10 @@ class NotFound(GatewayError):
     status_code = 404
     type = "invalid_request_error"
     code = "not_found"
+
+
+class NotEnabled(NotFound):
+    code = "not_enabled"
 
 
 class MethodNotAllowed(GatewayError):

@@ -26,6 +26,7 @@ from gateway.errors import (
     GatewayError,
     InvalidRequest,
     MethodNotAllowed,
+    NotEnabled,
     NotFound,
     PayloadTooLarge,
     PermissionDenied,
@@ -44,7 +45,8 @@ _BILLING: dict[type[BillingError], tuple[type[GatewayError], str | None]] = {
     UnknownAccount: (NotFound, None),
     InvalidBillingInput: (InvalidRequest, "invalid_request"),
     PaymentDeclined: (CardDeclined, None),
-    StripeNotConfigured: (BillingUnavailable, "stripe_not_configured"),
+    # A permanent state, not an outage: a 5xx would have SDKs retry it (they retry 5xx on their own)
+    StripeNotConfigured: (NotEnabled, "stripe_not_configured"),
 }
 _LITESTAR: dict[int, tuple[type[GatewayError], str | None]] = {
     400: (InvalidRequest, "invalid_request"),

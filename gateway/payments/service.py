@@ -19,11 +19,13 @@ CREDITED = ("credited", "already_credited")
 
 
 def config(settings: BillingSettings) -> dict[str, Any]:
-    payments.require_stripe(settings)
+    """What a Billing page needs; `enabled` false (and no keys) when this gateway takes no payments."""
+    enabled = settings.stripe_api_key is not None
     return {
         "object": "billing_config",
-        "publishable_key": settings.stripe_publishable_key,
-        "stripe_js_url": settings.stripe_js_url,
+        "enabled": enabled,
+        "publishable_key": settings.stripe_publishable_key if enabled else None,
+        "stripe_js_url": settings.stripe_js_url if enabled else None,
         "currency": settings.currency,
         "topup": {"min": settings.topup_min_minor, "max": settings.topup_max_minor},
     }

@@ -181,13 +181,16 @@ def test_failed_sign_ins_are_slowed_down_per_account_and_audited(
 ) -> None:
     email = create_operator(gateway_env)
     with Browser(gateway.url) as browser:
+        first_failure = time.monotonic()
         for _ in range(5):
             r = browser.sign_in(email, "wrong password, again")
             assert r.status_code == 401 and "Wrong e-mail or password" in r.text
         started = time.monotonic()
         refused = browser.sign_in(email)  # the right password, but too late
         assert refused.status_code == 429 and "Too many failed sign-ins" in refused.text
-        assert 14 * 60 <= int(refused.headers["retry-after"]) <= 15 * 60
+        # until the first failure leaves the 15-minute window (the five may take a while on a loaded machine)
+        since_first = time.monotonic() - first_failure
+        assert 15 * 60 - since_first - 2 <= int(refused.headers["retry-after"]) <= 15 * 60
         assert time.monotonic() - started < 5  # refused at once, without checking the password
         assert browser.session is None
         # An unknown e-mail fails the same way (and is audited under what was typed).
@@ -195,7 +198,7 @@ def test_failed_sign_ins_are_slowed_down_per_account_and_audited(
     failed = audit(sql, "signin.failed", email)
     assert len(failed) == 5 and {e["ip"] for e in failed} == {LOCAL}
     [throttled] = audit(sql, "signin.throttled", email)
-    assert json.loads(throttled["detail"])["retry_after_s"] > 14 * 60
+    assert json.loads(throttled["detail"])["retry_after_s"] > 15 * 60 - since_first - 2
     assert len(audit(sql, "signin.failed", "nobody-" + email)) == 1
     # Once the failures are older than the window (SIGNIN_FAILURE_WINDOW_MINUTES), the account may sign in.
     sql.fetch("UPDATE signin_failures SET at = at - interval '15 minutes' WHERE account = $1", email)

@@ -35,7 +35,7 @@ def answer(exc: GatewayError) -> tuple[int, dict[str, object]]:
         (InvalidBillingInput("bad period", param="period"), 400, "invalid_request_error", "invalid_request"),
         (PaymentDeclined("Your card was declined."), 402, "card_error", "card_declined"),
         (PaymentDeclined("Your card has expired.", code="expired_card"), 402, "card_error", "expired_card"),
-        (StripeNotConfigured("payments are off"), 503, "server_error", "stripe_not_configured"),
+        (StripeNotConfigured("payments are off"), 404, "invalid_request_error", "stripe_not_configured"),
         (StripeUnavailable("Stripe is down"), 503, "server_error", "billing_unavailable"),
         (BillingError("anything else"), 503, "server_error", "billing_unavailable"),
     ],
