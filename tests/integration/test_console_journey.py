@@ -31,6 +31,7 @@ def context(tmp_path: Path) -> Iterator[BrowserContext]:
             str(tmp_path / "profile"), executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True,
             viewport={"width": 1280, "height": 860},
         )  # fmt: skip
+        ctx.set_default_timeout(60_000)  # a step that hangs fails instead of holding the run
         try:
             yield ctx
         finally:
