@@ -82,8 +82,8 @@ async def sign_up(
     except GatewayError as exc:
         await session.rollback()
         async with transaction(session):
-            detail = {"reason": exc.code, "mode": mode}
-            await audit.record(await session.connection(), Actor(f"user:{account}", ip), "signup.refused", None, detail)
+            refused: dict[str, Any] = {"reason": exc.code, "mode": mode}
+            await audit.record(await session.connection(), Actor(f"user:{account}", ip), "signup.refused", None, refused)
         raise
 
 

@@ -349,14 +349,6 @@ def test_console_usage_and_invoices_show_the_api_numbers(gateway: Any, admin: ht
     SECRETS_SEEN.append(key)
 
 
-def test_no_password_session_or_key_in_the_logs() -> None:
-    assert SECRETS_SEEN, "run with the tests above"
-    text = "".join(p.read_text(errors="replace") for p in ARTIFACTS.glob("gateway*.log"))
-    assert PASSWORD not in text
-    leaked = [s[:10] for s in SECRETS_SEEN if s and s in text]
-    assert not leaked, leaked
-
-
 def test_the_playground_goes_through_the_proxy_and_is_marked(gateway: Any, admin: httpx.Client, sql: Sql) -> None:
     console, _, tenant_id = approved(gateway, sql, admin)
     page = console.http.get("/console/playground")
@@ -390,3 +382,11 @@ def test_the_playground_goes_through_the_proxy_and_is_marked(gateway: Any, admin
     # Another tenant cannot read this reply's cost.
     other, _, _ = approved(gateway, sql, admin)
     assert other.http.get(f"/console/playground/cost/{request_id}").json() == {"found": False}
+
+
+def test_no_password_session_or_key_in_the_logs() -> None:
+    assert SECRETS_SEEN, "run with the tests above"
+    text = "".join(p.read_text(errors="replace") for p in ARTIFACTS.glob("gateway*.log"))
+    assert PASSWORD not in text
+    leaked = [s[:10] for s in SECRETS_SEEN if s and s in text]
+    assert not leaked, leaked

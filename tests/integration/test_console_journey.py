@@ -6,6 +6,7 @@ tokens → the official `openai` SDK with the new key calls the deployment by it
 from __future__ import annotations
 
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,7 @@ def context(tmp_path: Path) -> Iterator[BrowserContext]:
             str(tmp_path / "profile"), executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True,
             viewport={"width": 1280, "height": 860},
         )  # fmt: skip
+        ctx.set_default_timeout(60_000)  # a step that hangs fails instead of holding the run
         try:
             yield ctx
         finally:
@@ -99,7 +101,7 @@ def test_a_newcomer_signs_up_deploys_chats_and_sees_the_bill(
 
     # 5. Deploy the demo adapter (Congcong) through the upload form, with its two files.
     page.get_by_role("link", name="Deployments").click()
-    adapter = models_dir / "adapters" / "lora-1"
+    adapter = models_dir / "adapters" / "congcong"
     page.get_by_label("Name").fill("congcong-bot")
     page.get_by_label("adapter_config.json").set_input_files(str(adapter / "adapter_config.json"))
     page.get_by_label("adapter_model.safetensors").set_input_files(str(adapter / "adapter_model.safetensors"))
@@ -124,7 +126,9 @@ def test_a_newcomer_signs_up_deploys_chats_and_sees_the_bill(
     prompt_tokens = int(usage.get_attribute("data-prompt-tokens") or -1)
     completion_tokens = int(usage.get_attribute("data-completion-tokens") or -1)
     shot(page, "playground")
-    row = sql.one("SELECT source, prompt_tokens, completion_tokens FROM usage_records WHERE adapter_id = $1", mif)
+    query = "SELECT source, prompt_tokens, completion_tokens FROM usage_records WHERE adapter_id = $1"
+    with ThreadPoolExecutor(1) as pool:  # Playwright's sync API holds this thread's event loop
+        row = pool.submit(sql.one, query, mif).result()
     assert row == {"source": "playground", "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
 
     # 7. The usage page shows exactly that call's tokens.
