@@ -83,7 +83,9 @@ async def sign_up(
         await session.rollback()
         async with transaction(session):
             refused: dict[str, Any] = {"reason": exc.code, "mode": mode}
-            await audit.record(await session.connection(), Actor(f"user:{account}", ip), "signup.refused", None, refused)
+            await audit.record(
+                await session.connection(), Actor(f"user:{account}", ip), "signup.refused", None, refused
+            )
         raise
 
 

@@ -6,9 +6,9 @@ tokens → the official `openai` SDK with the new key calls the deployment by it
 from __future__ import annotations
 
 import secrets
-from concurrent.futures import ThreadPoolExecutor
 import shutil
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 

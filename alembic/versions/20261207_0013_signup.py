@@ -1,7 +1,7 @@
 """sign-up: a tenant's status (pending applications, rejections), API key scopes, playground usage rows
 
-Revision ID: 20261207_0011
-Revises: 20261207_0010
+Revision ID: 20261207_0013
+Revises: 20261207_0012
 Create Date: 2026-12-08 00:00:00.000000
 """
 
@@ -14,8 +14,8 @@ from sqlalchemy.dialects import postgresql
 
 from alembic import op
 
-revision: str = "20261207_0011"
-down_revision: str | None = "20261207_0010"
+revision: str = "20261207_0013"
+down_revision: str | None = "20261207_0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
