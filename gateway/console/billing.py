@@ -5,6 +5,7 @@ console session and the CSRF token in a header; the services are the payments AP
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import urlsplit
@@ -104,7 +105,8 @@ class BillingController(Controller):
             request, "billing.html", status_code=status_code, error=error, balance=balance, ready=ready,
             configured=stripe_ready(cfg), cfg=cfg, card=next((c for c in cards if c.get("default")), None),
             auto=await pay.get_auto_recharge(db, tenant_id) if balance else None,
-            notices=(await pay.notices(db, tenant_id, 20))["data"],
+            notices=[{**n, "at": datetime.fromtimestamp(n["created_at"], UTC)}
+                     for n in (await pay.notices(db, tenant_id, 20))["data"]],
             invoices=(await service.invoice_list(db, tenant_id))[:12] if postpaid else [],
             major=major, money_minor=money_minor,
             headers={"Content-Security-Policy": csp(cfg.stripe_js_url)} if ready else None,

@@ -241,9 +241,10 @@ def test_nothing_of_another_tenant_shows_or_can_be_touched(
     with alice, bob:
         alice_pm, alice_pi = _with_card(alice, localstripe, MASTERCARD)
         mine = alice.http.get("/console/billing").text
-        assert "•••• <span id=\"card-last4\">4444</span>" in mine and "$20.00" in mine
+        assert '•••• <span id="card-last4">4444</span>' in mine and "$20.00" in mine
+        notice = f"Alice's invoice failed {secrets.token_hex(3)}"
         sql.fetch("INSERT INTO billing_notices (tenant_id, kind, message, ref, created_at) VALUES ($1, "
-                  "'invoice_payment_failed', $2, 'in_alice', now())", alice_id, f"Alice's invoice failed {secrets.token_hex(3)}")  # fmt: skip
+                  "'invoice_payment_failed', $2, 'in_alice', now())", alice_id, notice)  # fmt: skip
         assert "Alice&#39;s invoice failed" in alice.http.get("/console/billing").text
 
         page = bob.http.get("/console/billing").text
