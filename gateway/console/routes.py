@@ -17,6 +17,7 @@ from gateway.audit import service as audit
 from gateway.audit.service import Actor, client_ip
 from gateway.auth.models import ALL_SCOPES
 from gateway.console import service, session
+from gateway.console.billing import BillingController
 from gateway.console.deployments import DeploymentsController
 from gateway.console.pages import page
 from gateway.console.signin import ConsoleSignInController
@@ -149,7 +150,7 @@ def console_routes() -> list[Router]:
     """The console's pages (behind its session cookie, but sign-up and sign-in) and its script (not)."""
     pages = Router(
         path="/console",
-        route_handlers=[ConsoleSignInController, ConsoleController, DeploymentsController],
+        route_handlers=[ConsoleSignInController, ConsoleController, DeploymentsController, BillingController],
         exception_handlers={session.SignInRequired: _sign_in, GatewayError: _error_page, HTTPException: _error_page},
         include_in_schema=False,
     )
