@@ -28,6 +28,7 @@ from gateway.console import service, session
 from gateway.console.pages import page
 from gateway.engine.pool import EnginePool
 from gateway.errors import GatewayError, InvalidRequest
+from gateway.http_errors import gateway_error_body
 from gateway.people import sessions
 from gateway.proxy.routes import forward
 from gateway.settings import Settings
@@ -35,8 +36,7 @@ from gateway.settings import Settings
 
 def _error(exc: GatewayError) -> Response[Any]:
     """Errors of the page's scripts are JSON (the same shape as the API's), shown by the script in words."""
-    body = {"error": {"message": exc.message, "type": exc.type, "code": exc.code, "param": exc.param}}
-    return Response(body, status_code=exc.status_code, headers=exc.headers)
+    return Response(gateway_error_body(exc), status_code=exc.status_code, headers=exc.headers)
 
 
 def _base_url(request: Request[Any, Any, Any]) -> str:
