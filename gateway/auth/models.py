@@ -41,7 +41,9 @@ class Tenant(SQLModel, table=True):
     created_at: datetime = tz_field(default_now=True)
     suspended_at: datetime | None = tz_field(nullable=True)
     suspended_reason: str | None = Field(default=None, max_length=40, description="invoice_overdue: by dunning")
-    status: str = Field(default=TenantStatus.ACTIVE.value, sa_column_kwargs={"server_default": "active"}, index=True)
+    status: str = Field(
+        default=TenantStatus.ACTIVE.value, sa_type=sa.Text, sa_column_kwargs={"server_default": "active"}, index=True
+    )
     rpm_limit: int | None = None
     tpm_limit: int | None = Field(default=None, sa_type=sa.BigInteger)
     max_concurrent_requests: int | None = None
