@@ -250,6 +250,10 @@ def test_self_serve_keys_and_their_scopes(gateway: Any, make_tenant: Any, models
     assert up.status_code == 403 and up.json()["error"]["code"] == "missing_scope"
     gone = httpx.delete(f"{gateway.url}/v1/adapters/mif-whatever", headers=bearer(inference))
     assert gone.status_code == 403 and gone.json()["error"]["code"] == "missing_scope"
+    # ... nor read the bill or charge the card on file (the `billing` scope).
+    for method, path in (("GET", "/v1/balance"), ("GET", "/v1/usage"), ("POST", "/v1/billing/topups")):
+        r = httpx.request(method, f"{gateway.url}{path}", headers=bearer(inference), json={"amount": 1000})
+        assert r.status_code == 403 and r.json()["error"]["code"] == "missing_scope", (path, r.text)
     # A key may not give scopes it lacks; unknown scopes are a 400.
     keys_only = new_key(gateway, tenant.headers, name="k", scopes=["keys"]).json()["key"]
     beyond = new_key(gateway, bearer(keys_only), scopes=["keys", "billing"])
