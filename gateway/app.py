@@ -31,6 +31,7 @@ from gateway.admin.engine_routes import AdminEngineController
 from gateway.admin.routes import AdminController
 from gateway.admin.signup_routes import AdminSignupController
 from gateway.admin.usage_routes import AdminUsageController
+from gateway.admin.users_routes import AdminUsersController
 from gateway.admission.limits import Grant, RateLimiter
 from gateway.admission.open_requests import OpenRequests
 from gateway.admission.stopwatch import Observer
@@ -208,6 +209,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             TenantBillingController,
             AdminController,
             AdminSignupController,
+            AdminUsersController,
             AdminEngineController,
             AdminBillingController,
             stripe_webhook,

@@ -8,8 +8,10 @@ in the same transaction.
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -17,7 +19,10 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway import ids
+from gateway.audit import service as audit
+from gateway.audit.service import Actor
 from gateway.auth.models import Tenant
+from gateway.db import transaction
 from gateway.errors import InvalidRequest, NotFound
 from gateway.people import passwords, sessions
 from gateway.people.errors import AccountDisabled, EmailTaken, InvalidCredentials, InvalidEmail
@@ -140,6 +145,34 @@ async def change_password(session: AsyncSession, user_id: str, current: str, new
 async def reset_password(session: AsyncSession, user_id: str, new: str) -> User:
     """An operator sets a user's password; every session of the user ends."""
     return await _set_password(session, await get(session, user_id), new)
+
+
+async def tenant_users(session: AsyncSession, tenant_id: str) -> list[User]:
+    """A tenant's users, oldest (its owner) first; NotFound for an unknown tenant."""
+    if await session.get(Tenant, tenant_id) is None:
+        raise NotFound(f"No tenant {tenant_id!r}.", param="tenant_id")
+    rows = await session.exec(select(User).where(User.tenant_id == tenant_id).order_by(col(User.created_at)))
+    return list(rows.all())
+
+
+def user_json(user: User) -> dict[str, Any]:
+    return {"object": "user", "id": user.id, "email": user.email, "name": user.name, "role": user.role,
+            "tenant_id": user.tenant_id, "created_at": user.created_at, "disabled_at": user.disabled_at}  # fmt: skip
+
+
+async def reset_tenant_user_password(
+    session: AsyncSession, actor: Actor, tenant_id: str, user_id: str
+) -> tuple[User, str]:
+    """An operator gives a tenant's user a new random password (returned once); its sessions end; audited in the
+    same transaction. Another tenant's user is NotFound, like a missing one."""
+    user = await session.get(User, user_id)
+    if user is None or user.tenant_id != tenant_id:
+        raise NotFound(f"No user {user_id!r} in tenant {tenant_id!r}.", param="user_id")
+    password = secrets.token_urlsafe(15)  # 20 characters
+    async with transaction(session):
+        await _set_password(session, user, password)
+        await audit.record(await session.connection(), actor, "user.password_reset", user.id, {"email": user.email})
+    return user, password
 
 
 async def _set_password(session: AsyncSession, user: User, new: str) -> User:

@@ -102,6 +102,27 @@ def test_rejected_applicants_cannot_sign_in(gateway: Any, admin: httpx.Client, s
     assert actions(sql, tenant_id) == ["tenant.signup", "tenant.reject"]
 
 
+def test_an_operator_resets_a_tenant_users_password(
+    gateway: Any, admin: httpx.Client, sql: Sql, make_tenant: Any
+) -> None:
+    console, email, tenant_id = approved(gateway, sql, admin)
+    users = admin.get(f"/admin/tenants/{tenant_id}/users").json()["data"]
+    assert [(u["email"], u["role"]) for u in users] == [(email, "owner")] and "password_hash" not in users[0]
+    user_id = users[0]["id"]
+    other = make_tenant()  # another tenant's id with this user: the same 404 as a missing user
+    assert admin.post(f"/admin/tenants/{other.id}/users/{user_id}/reset-password").status_code == 404
+    assert admin.get("/admin/tenants/tnt_missing/users").status_code == 404
+    r = admin.post(f"/admin/tenants/{tenant_id}/users/{user_id}/reset-password")
+    assert r.status_code == 200 and r.json()["email"] == email, r.text
+    new = r.json()["password"]
+    assert len(new) >= 12
+    assert console.http.get("/console").status_code == 303  # its session ended with the old password
+    with Console(gateway.url) as fresh:
+        assert fresh.sign_in(email).status_code != 303  # the old password no longer works
+        assert fresh.sign_in(email, new).status_code == 303
+    assert actions(sql, user_id)[-1] == "user.password_reset"
+
+
 def test_a_suspended_tenant_is_signed_out_and_told_why(gateway: Any, admin: httpx.Client, sql: Sql) -> None:
     console, email, tenant_id = approved(gateway, sql, admin)
     assert console.http.get("/console/keys").status_code == 200
