@@ -4,28 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 from pathlib import Path
 
 from gateway.adapters.archive import CONFIG, WEIGHTS, discard
+from gateway.content_store import ContentStore
 
 _CHUNK = 1 << 20
 
 
-class AdapterStore:
-    def __init__(self, root: Path) -> None:
-        self.root = root.resolve()
-        self._staging = self.root / ".staging"
-
-    def new_staging(self) -> Path:
-        """A fresh folder to unpack one upload into (same filesystem, so commit is a rename)."""
-        self._staging.mkdir(parents=True, exist_ok=True)
-        return self._staging / secrets.token_hex(8)
-
-    def spool_dir(self) -> Path:
-        """Where an upload's file parts are written while it arrives (the adapters' disk, not /tmp)."""
-        self._staging.mkdir(parents=True, exist_ok=True)
-        return self._staging
+class AdapterStore(ContentStore):
+    """Adapter folders (adapter_config.json + adapter_model.safetensors), unpacked and validated in staging."""
 
     def commit(self, staging: Path) -> tuple[Path, str, int]:
         """Move a validated staging folder to its content address; returns (folder, sha256, bytes)."""
@@ -38,7 +26,7 @@ class AdapterStore:
                     size += len(chunk)
             digest.update(b"\0")
         content_hash = digest.hexdigest()
-        final = self.root / content_hash[:2] / content_hash
+        final = self.path_of(content_hash)
         if final.exists():
             discard(staging)
         else:

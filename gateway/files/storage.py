@@ -4,31 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from gateway.content_store import ContentStore
+
 CHUNK = 1 << 20
 
 
-class BlobStore:
-    def __init__(self, root: Path) -> None:
-        self.root = root.resolve()
-        self._staging = self.root / ".staging"
-
-    def new_staging(self) -> Path:
-        """A fresh file path on the same filesystem (so commit is a rename)."""
-        self._staging.mkdir(parents=True, exist_ok=True)
-        return self._staging / secrets.token_hex(8)
-
-    def spool_dir(self) -> Path:
-        """Where an upload's bytes are written while they arrive (this store's disk, not /tmp)."""
-        self._staging.mkdir(parents=True, exist_ok=True)
-        return self._staging
-
-    def path_of(self, content_hash: str) -> Path:
-        return self.root / content_hash[:2] / content_hash
+class BlobStore(ContentStore):
+    """Files (fine-tune data, adapter archives) as single blobs."""
 
     def write(self, source: BinaryIO, staging: Path, limit: int) -> tuple[str, int]:
         """Copy `source` to `staging` in chunks; (sha256, bytes). More than `limit` bytes: ValueError."""
