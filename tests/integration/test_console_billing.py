@@ -21,7 +21,7 @@ from tests.support.console import Console, new_email
 from tests.support.processes import GatewayProcess
 from tests.support.signin import PASSWORD
 from tests.support.sql import Sql
-from tests.support.stripe import API_KEY, WEBHOOK_SECRET, card, register_webhook, stripe_post
+from tests.support.stripe import card, gateway_env_with_stripe, register_webhook, stripe_post
 
 VISA, MASTERCARD, DECLINED = "4242424242424242", "5555555555554444", "4000000000000002"
 
@@ -49,17 +49,7 @@ def db(sql: Sql) -> Any:
 def bill_gateway(gateway_env: dict[str, str], localstripe: Any) -> Iterator[GatewayProcess]:
     """The session's database and engine, with Stripe (localstripe) configured and delivering its webhooks."""
     ARTIFACTS.mkdir(exist_ok=True)
-    env = {
-        **gateway_env,
-        "STRIPE_API_KEY": API_KEY,
-        "STRIPE_API_BASE": localstripe.url,
-        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
-        "STRIPE_PUBLISHABLE_KEY": "pk_test_lgw",
-        "STRIPE_JS_URL": f"{localstripe.url}/js.stripe.com/v3/",
-        "STRIPE_AUTO_ADVANCE": "false",
-        "STRIPE_NETWORK_RETRIES": "0",
-        "STRIPE_SYNC_INTERVAL_SECONDS": "3600",
-    }
+    env = gateway_env_with_stripe(gateway_env, localstripe.url)
     gw = GatewayProcess(env, ARTIFACTS / "gateway-console-billing.log")
     gw.start()
     register_webhook(localstripe, "console-billing", f"{gw.url}/webhooks/stripe")

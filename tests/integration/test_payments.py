@@ -29,10 +29,10 @@ from tests.support.processes import GatewayProcess
 from tests.support.sql import Sql
 from tests.support.stripe import (
     API_KEY,
-    WEBHOOK_SECRET,
     card,
     deliver,
     event,
+    gateway_env_with_stripe,
     register_webhook,
     stripe_get,
     stripe_post,
@@ -48,15 +48,7 @@ EPOCH = datetime(2001, 1, 1, tzinfo=UTC)
 def pay_gateway(gateway_env: dict[str, str], localstripe: Any) -> Iterator[GatewayProcess]:
     ARTIFACTS.mkdir(exist_ok=True)
     env = {
-        **gateway_env,
-        "STRIPE_API_KEY": API_KEY,
-        "STRIPE_API_BASE": localstripe.url,
-        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
-        "STRIPE_PUBLISHABLE_KEY": "pk_test_lgw",
-        "STRIPE_JS_URL": f"{localstripe.url}/js.stripe.com/v3/",
-        "STRIPE_AUTO_ADVANCE": "false",
-        "STRIPE_NETWORK_RETRIES": "0",
-        "STRIPE_SYNC_INTERVAL_SECONDS": "3600",
+        **gateway_env_with_stripe(gateway_env, localstripe.url),
         "BILLING_GRACE_DAYS": "1",
         "BILLING_DUNNING_SCHEDULE": "0 3 1 1 *",  # registered, but it does not fire during the test
     }

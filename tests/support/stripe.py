@@ -98,3 +98,18 @@ def deliver(base_url: str, event: dict[str, Any], **sign: Any) -> httpx.Response
 def event(type_: str, obj: dict[str, Any], event_id: str | None = None) -> dict[str, Any]:
     return {"id": event_id or "evt_" + secrets.token_hex(8), "object": "event", "type": type_,
             "created": int(time.time()), "data": {"object": obj}}  # fmt: skip
+
+
+def gateway_env_with_stripe(gateway_env: dict[str, str], localstripe_url: str) -> dict[str, str]:
+    """A test gateway's environment with Stripe (localstripe) configured: keys, webhook secret, its Stripe.js."""
+    return {
+        **gateway_env,
+        "STRIPE_API_KEY": API_KEY,
+        "STRIPE_API_BASE": localstripe_url,
+        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "STRIPE_PUBLISHABLE_KEY": "pk_test_lgw",
+        "STRIPE_JS_URL": f"{localstripe_url}/js.stripe.com/v3/",
+        "STRIPE_AUTO_ADVANCE": "false",
+        "STRIPE_NETWORK_RETRIES": "0",
+        "STRIPE_SYNC_INTERVAL_SECONDS": "3600",
+    }
